@@ -101,7 +101,9 @@ class DualEncoder(nn.Module):
         needs_layers = self.settings.pooling == "first_last_avg"
         out = model(**inputs, output_hidden_states=needs_layers, return_dict=True)
         hidden = out.hidden_states if needs_layers else None
-        vectors = pool(self.settings.pooling, out.last_hidden_state, inputs["attention_mask"], hidden)
+        vectors = pool(
+            self.settings.pooling, out.last_hidden_state, inputs["attention_mask"], hidden
+        )
         if self.settings.normalize:
             vectors = nn.functional.normalize(vectors, dim=-1)
         return vectors
@@ -163,7 +165,9 @@ class DualEncoder(nn.Module):
                 self.settings.similarity,
             )
             if not exported:
-                logger.warning("pooling %s has no sentence-transformers twin", self.settings.pooling)
+                logger.warning(
+                    "pooling %s has no sentence-transformers twin", self.settings.pooling
+                )
         (folder / SETTINGS_FILE).write_text(json.dumps(asdict(self.settings), indent=2))
 
 
@@ -176,4 +180,3 @@ def _saved_settings(folder: Path) -> dict:
     if "max_seq_length" in st:  # sentence-transformers truncates queries and passages alike
         settings["passage_max_len"] = settings["query_max_len"] = st["max_seq_length"]
     return settings
-

@@ -44,4 +44,3 @@ def pool(
         weights = attention_mask * positions.unsqueeze(0)
         return _masked_mean(last_hidden, weights)
     raise ValueError(f"unknown pooling mode '{mode}'; choose one of {', '.join(POOLING_MODES)}")
-

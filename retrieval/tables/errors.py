@@ -9,7 +9,9 @@ from __future__ import annotations
 class DataError(ValueError):
     """Bad input: ``str(err)`` is one line, ``path:line: field: problem``."""
 
-    def __init__(self, path: object, problem: str, line: int | None = None, field: str | None = None):
+    def __init__(
+        self, path: object, problem: str, line: int | None = None, field: str | None = None
+    ):
         self.path = str(path)
         self.line = line
         self.field = field

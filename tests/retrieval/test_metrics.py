@@ -192,4 +192,3 @@ def test_nan_scores_are_rejected() -> None:
         evaluate({"q": {"a": 1}}, {"q": {"a": 1.0, "b": float("nan")}})
     with pytest.raises(ValueError, match="NaN"):
         trec_order({"a": float("nan")})
-

@@ -42,7 +42,9 @@ def test_separate_towers_round_trip(tiny_bert_dir, tmp_path):
         assert not torch.allclose(again.encode_query(q), again.encode_passage(q))
 
 
-@pytest.mark.parametrize("pooling,normalize", [("mean", True), ("cls", False), ("weighted_mean", True)])
+@pytest.mark.parametrize(
+    "pooling,normalize", [("mean", True), ("cls", False), ("weighted_mean", True)]
+)
 def test_saved_folder_loads_in_sentence_transformers(tiny_bert_dir, tmp_path, pooling, normalize):
     from sentence_transformers import SentenceTransformer
 

@@ -1,0 +1,212 @@
+"""BEIR folders (corpus.jsonl, queries.jsonl, qrels/{split}.tsv) to corpus, queries, qrels tables.
+
+Also downloads a BEIR dataset zip; holds no retrieval or evaluation code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import urllib.request
+import zipfile
+from collections.abc import Collection, Iterator
+from pathlib import Path
+
+from retrieval.tables.errors import DataError
+from retrieval.tables.readers.json_stream import iter_jsonl, json_id, json_text
+from retrieval.tables.readers.lines import (
+    PathLike,
+    empty_file,
+    iter_lines,
+    parse_int,
+    require_id,
+    split_fields,
+)
+from retrieval.tables.readers.policies import (
+    KnownIds,
+    OnDuplicate,
+    OnUnknownId,
+    UniqueIds,
+    check_choice,
+    collect_ids,
+)
+from retrieval.tables.schemas import CORPUS, QRELS, QUERIES
+from retrieval.tables.store import DEFAULT_SHARD_ROWS, atomic_dir, write_table
+
+BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+QRELS_HEADER = ("query-id", "corpus-id", "score")
+
+
+def read_beir_corpus(
+    path: PathLike, on_duplicate: OnDuplicate = "error", ids: set | None = None
+) -> Iterator[dict]:
+    """Stream ``{"pid", "title", "text"}`` rows from corpus.jsonl (a missing title reads as "").
+
+    ``ids``, when given, is filled with the pids kept, for checking qrels afterwards.
+    """
+    unique = UniqueIds(path, "_id", on_duplicate, ids)
+    rows = 0
+    for lineno, obj in iter_jsonl(path):
+        pid = json_id(path, lineno, obj, "_id")
+        title = json_text(path, lineno, obj, "title", required=False)
+        text = json_text(path, lineno, obj, "text")
+        if unique.is_new(pid, lineno):
+            rows += 1
+            yield {"pid": pid, "title": title, "text": text}
+    if not rows:
+        raise empty_file(path, "documents")
+    unique.report()
+
+
+def read_beir_queries(
+    path: PathLike, on_duplicate: OnDuplicate = "error", ids: set | None = None
+) -> Iterator[dict]:
+    """Stream ``{"qid", "text"}`` rows from queries.jsonl."""
+    unique = UniqueIds(path, "_id", on_duplicate, ids)
+    rows = 0
+    for lineno, obj in iter_jsonl(path):
+        qid = json_id(path, lineno, obj, "_id")
+        text = json_text(path, lineno, obj, "text")
+        if unique.is_new(qid, lineno):
+            rows += 1
+            yield {"qid": qid, "text": text}
+    if not rows:
+        raise empty_file(path, "queries")
+    unique.report()
+
+
+def read_beir_qrels(
+    path: PathLike,
+    on_duplicate: OnDuplicate = "error",
+    query_ids: Collection[str] | None = None,
+    corpus_ids: Collection[str] | None = None,
+    on_unknown_id: OnUnknownId = "error",
+) -> Iterator[dict]:
+    """Stream ``{"qid", "pid", "relevance"}`` rows from a qrels tsv (LF or CRLF).
+
+    Columns are found by their header names, so the header is required. Ids are checked
+    against ``query_ids`` / ``corpus_ids`` when given; a repeated (query, doc) pair is a duplicate.
+    """
+    lines = iter_lines(path)
+    first = next(lines, None)
+    if first is None:
+        raise empty_file(path, "header")
+    header_line, header_text = first
+    header = header_text.split("\t")
+    for name in QRELS_HEADER:
+        if name not in header:
+            raise DataError(
+                path,
+                f"missing column in header (expected {', '.join(QRELS_HEADER)})",
+                line=header_line,
+                field=name,
+            )
+    q_col, d_col, s_col = (header.index(name) for name in QRELS_HEADER)
+    pairs = UniqueIds(path, "corpus-id", on_duplicate, what="judgment")
+    known_q = KnownIds(path, "query-id", query_ids, on_unknown_id, "queries")
+    known_d = KnownIds(path, "corpus-id", corpus_ids, on_unknown_id, "corpus")
+    rows = 0
+    for lineno, line in lines:
+        fields = split_fields(path, lineno, line, header)
+        qid = require_id(path, lineno, "query-id", fields[q_col])
+        pid = require_id(path, lineno, "corpus-id", fields[d_col])
+        relevance = parse_int(path, lineno, "score", fields[s_col])
+        rows += 1
+        if known_q.ok(qid, lineno) and known_d.ok(pid, lineno) and pairs.is_new((qid, pid), lineno):
+            yield {"qid": qid, "pid": pid, "relevance": relevance}
+    if not rows:
+        raise empty_file(path, "judgments")
+    for check in (pairs, known_q, known_d):
+        check.report()
+
+
+def beir_splits(folder: PathLike) -> list[str]:
+    """The splits a BEIR folder has judgments for, from the names of ``qrels/*.tsv``."""
+    qrels_dir = Path(folder) / "qrels"
+    splits = sorted(p.stem for p in qrels_dir.glob("*.tsv"))
+    if not splits:
+        raise DataError(qrels_dir, "no qrels/{split}.tsv files found")
+    return splits
+
+
+def prepare_beir(
+    folder: PathLike,
+    out_dir: PathLike,
+    splits: list[str] | None = None,
+    on_duplicate: OnDuplicate = "error",
+    on_unknown_id: OnUnknownId = "error",
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+) -> dict[str, dict]:
+    """Write ``corpus``, ``qrels-{split}`` and ``queries-{split}`` tables under ``out_dir``.
+
+    ``queries-{split}`` holds only the queries judged in that split, so evaluation never scores
+    a query that cannot count. Everything is written into one temporary folder that replaces
+    ``out_dir`` at the end: on any error no table is left behind. Returns the manifests by name.
+    """
+    check_choice("on_duplicate", on_duplicate, ("error", "keep_first"))
+    check_choice("on_unknown_id", on_unknown_id, ("error", "skip"))
+    folder = Path(folder)
+    corpus_path, queries_path = folder / "corpus.jsonl", folder / "queries.jsonl"
+    splits = beir_splits(folder) if splits is None else list(splits)
+    qrels_paths = {split: folder / "qrels" / f"{split}.tsv" for split in splits}
+    query_ids: set[str] = set()
+    for _ in read_beir_queries(queries_path, on_duplicate, query_ids):
+        pass  # validate the queries before writing anything; keep only their ids
+    corpus_ids: set[str] = set()
+    manifests = {}
+    with atomic_dir(out_dir) as tmp:
+        manifests["corpus"] = write_table(
+            tmp / "corpus",
+            read_beir_corpus(corpus_path, on_duplicate, corpus_ids),
+            CORPUS,
+            shard_rows,
+            meta={"source": str(corpus_path)},
+        )
+        judged: dict[str, set[str]] = {}
+        for split, path in qrels_paths.items():
+            judged[split] = set()
+            rows = collect_ids(
+                read_beir_qrels(path, on_duplicate, query_ids, corpus_ids, on_unknown_id),
+                "qid",
+                judged[split],
+            )
+            manifests[f"qrels-{split}"] = write_table(
+                tmp / f"qrels-{split}", rows, QRELS, shard_rows, meta={"source": str(path)}
+            )
+        for split in splits:
+            rows = (
+                row
+                for row in read_beir_queries(queries_path, on_duplicate)
+                if row["qid"] in judged[split]
+            )
+            manifests[f"queries-{split}"] = write_table(
+                tmp / f"queries-{split}",
+                rows,
+                QUERIES,
+                shard_rows,
+                meta={"source": str(queries_path), "split": split},
+            )
+    return manifests
+
+
+def download_beir(name: str, dest: PathLike) -> Path:
+    """Download and unzip BEIR dataset ``name`` into ``dest/name``; reuse it if already there."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
+        raise ValueError(f"not a BEIR dataset name: {name!r}")
+    dest = Path(dest)
+    folder = dest / name
+    if (folder / "corpus.jsonl").is_file():
+        return folder
+    dest.mkdir(parents=True, exist_ok=True)
+    # Unzip next to the destination and rename, so an interrupted download leaves nothing behind.
+    with tempfile.TemporaryDirectory(dir=dest, prefix=f".{name}.download-") as tmp:
+        archive = Path(tmp) / f"{name}.zip"
+        urllib.request.urlretrieve(BEIR_URL.format(name=name), archive)
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(Path(tmp) / "unzipped")
+        unzipped = Path(tmp) / "unzipped" / name
+        if not unzipped.is_dir():
+            raise DataError(archive, f"the zip holds no folder named {name!r}")
+        os.replace(unzipped, folder)
+    return folder
