@@ -43,6 +43,7 @@ def write_json_atomic(path: Path, payload: object) -> None:
 def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder that replaces ``dest`` on success and vanishes on error."""
     dest = Path(dest)
+    created = [p for p in dest.parents if not p.exists()]  # innermost first
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -50,6 +51,11 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # a failed write leaves no new empty parent folders either
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     old = None
     if dest.exists():

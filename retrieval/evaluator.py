@@ -1,0 +1,99 @@
+"""Evaluate a dual encoder on prepared tables: encode, index, search, then score the run.
+
+Works for any split that has qrels (MRR, Recall, nDCG, MAP) or answers (NQ answer recall).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from retrieval.encoding import encode_corpus
+from retrieval.indexing import index_from_table
+from retrieval.metrics import answer_recall, evaluate
+from retrieval.models.dual_encoder import DualEncoder
+from retrieval.retriever import Run, read_queries, search_queries, to_run
+from retrieval.tables.store import iter_shards, read_table, table_exists
+
+logger = logging.getLogger(__name__)
+DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@10", "recall@100")
+
+
+@dataclass
+class RetrievalResult:
+    metrics: dict[str, float]
+    run: Run
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def read_qrels(table_dir: str | os.PathLike) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    table = read_table(table_dir)
+    for qid, pid, rel in zip(*(table[c].to_pylist() for c in ("qid", "pid", "relevance"))):
+        qrels.setdefault(qid, {})[pid] = rel
+    return qrels
+
+
+def read_answers(table_dir: str | os.PathLike) -> dict[str, list[str]]:
+    table = read_table(table_dir)
+    return dict(zip(table["qid"].to_pylist(), table["answers"].to_pylist()))
+
+
+def passages_of(corpus_dir: Path, pids: set[str]) -> dict[str, str]:
+    """Body texts of just the ``pids`` asked for, read shard by shard to keep memory small.
+
+    Titles are left out: DPR's answer check (qa_validation.check_answer) looks at the passage
+    body only, so an answer found only in a title must not count as a hit.
+    """
+    wanted = pa.array(sorted(pids), type=pa.string())
+    texts: dict[str, str] = {}
+    for shard in iter_shards(corpus_dir, columns=["pid", "text"]):
+        shard = shard.filter(pc.is_in(shard["pid"], value_set=wanted))
+        texts.update(zip(shard["pid"].to_pylist(), shard["text"].to_pylist()))
+    return texts
+
+
+def evaluate_retriever(
+    model: DualEncoder,
+    tables_dir: str | os.PathLike,
+    split: str,
+    metrics: tuple[str, ...] = DEFAULT_METRICS,
+    k: int = 100,
+    batch_size: int = 64,
+    factory: str = "Flat",
+    work_dir: str | os.PathLike | None = None,
+) -> RetrievalResult:
+    """Score ``model`` on ``tables_dir``'s ``queries-{split}`` against its ``corpus``."""
+    tables_dir = Path(tables_dir)
+    has_qrels = table_exists(tables_dir / f"qrels-{split}")
+    has_answers = table_exists(tables_dir / f"answers-{split}")
+    if not (has_qrels or has_answers):
+        raise FileNotFoundError(f"{tables_dir}: no qrels-{split} or answers-{split} table")
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix="rqa-eval-") as tmp:
+        started = time.perf_counter()
+        encode_corpus(model, tables_dir / "corpus", Path(tmp) / "embeddings", batch_size)
+        timings["encode_corpus"] = time.perf_counter() - started
+        index = index_from_table(Path(tmp) / "embeddings", factory=factory)
+    started = time.perf_counter()
+    qids, texts = read_queries(tables_dir / f"queries-{split}")
+    scores, pids = search_queries(model, qids, texts, index, k)
+    run = to_run(qids, scores, pids)
+    timings["search"] = time.perf_counter() - started
+    results: dict[str, float] = {}
+    if has_qrels:
+        results.update(evaluate(read_qrels(tables_dir / f"qrels-{split}"), run, metrics))
+    if has_answers:
+        ranked = {qid: [p for p in row if p] for qid, row in zip(qids, pids)}
+        texts_by_pid = passages_of(tables_dir / "corpus", {p for row in pids for p in row if p})
+        ks = tuple(x for x in (1, 5, 20, 100) if x <= k)
+        answers = read_answers(tables_dir / f"answers-{split}")
+        results.update(answer_recall(ranked, texts_by_pid, answers, ks))
+    return RetrievalResult(results, run, timings)
