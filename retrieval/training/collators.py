@@ -1,0 +1,84 @@
+"""Turn example indices into tokenized model inputs: queries with 1 positive + H negatives
+(dual encoder) or groups of 1 positive + n-1 negatives (cross-encoder).
+
+Passage choice is seeded by (seed, step, example), so a resumed run draws the same passages.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from retrieval.models.cross_encoder import CrossEncoder
+from retrieval.models.dual_encoder import DualEncoder
+from retrieval.training.examples import ResolvedExamples
+from retrieval.training.passages import PassageStore
+
+
+def pick_passages(
+    rng: np.random.Generator, positives: np.ndarray, negatives: np.ndarray, n_neg: int, corpus: int
+) -> list[int]:
+    """One positive, then ``n_neg`` negatives: without repetition while the pool lasts, with
+    repetition beyond it, and random corpus passages when an example has no negatives at all
+    (a random passage is almost surely irrelevant, as in DPR's in-batch setting)."""
+    chosen = [int(rng.choice(positives))]
+    if n_neg == 0:
+        return chosen
+    if len(negatives) == 0:
+        pool = rng.integers(0, corpus, size=n_neg)
+    elif len(negatives) >= n_neg:
+        pool = rng.choice(negatives, size=n_neg, replace=False)
+    else:
+        pool = rng.choice(negatives, size=n_neg, replace=True)
+    return chosen + [int(x) for x in pool]
+
+
+class DualCollator:
+    def __init__(
+        self,
+        model: DualEncoder,
+        examples: ResolvedExamples,
+        passages: PassageStore,
+        hard_negatives: int,
+        seed: int,
+    ):
+        self.model, self.examples, self.passages = model, examples, passages
+        self.hard_negatives, self.seed = hard_negatives, seed
+
+    def __call__(self, indices: np.ndarray, step: int) -> dict[str, dict[str, torch.Tensor]]:
+        rows: list[int] = []
+        for i in indices:
+            rng = np.random.default_rng([self.seed, step, int(i)])
+            ex_pos, ex_neg = self.examples.positives[i], self.examples.negatives[i]
+            rows += pick_passages(rng, ex_pos, ex_neg, self.hard_negatives, len(self.passages))
+        titles, texts = self.passages.get(rows)
+        return {
+            "query_inputs": self.model.tokenize_queries(
+                [self.examples.queries[i] for i in indices]
+            ),
+            "passage_inputs": self.model.tokenize_passages(titles, texts),
+        }
+
+
+class CrossCollator:
+    def __init__(
+        self,
+        model: CrossEncoder,
+        examples: ResolvedExamples,
+        passages: PassageStore,
+        group_size: int,
+        seed: int,
+    ):
+        self.model, self.examples, self.passages = model, examples, passages
+        self.group_size, self.seed = group_size, seed
+
+    def __call__(self, indices: np.ndarray, step: int) -> dict[str, dict[str, torch.Tensor]]:
+        rows: list[int] = []
+        queries: list[str] = []
+        for i in indices:
+            rng = np.random.default_rng([self.seed, step, int(i)])
+            ex_pos, ex_neg = self.examples.positives[i], self.examples.negatives[i]
+            rows += pick_passages(rng, ex_pos, ex_neg, self.group_size - 1, len(self.passages))
+            queries += [self.examples.queries[i]] * self.group_size
+        titles, texts = self.passages.get(rows)
+        return {"inputs": self.model.tokenize(queries, titles, texts)}

@@ -1,0 +1,109 @@
+"""Typed, validated training configuration (YAML -> pydantic), with defaults from the papers.
+
+An unknown key, a wrong type or a missing path is one line naming the key, before any work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DataConfig(Strict):
+    """Where examples come from: a prepared tables folder (corpus + qrels or examples)."""
+
+    tables: Path = Field(description="folder from `rqa prepare` holding corpus/")
+    split: str = "train"
+    examples: Path | None = Field(
+        default=None, description="examples table; default: built from qrels-{split}"
+    )
+    max_examples: int | None = Field(default=None, ge=1, description="take the first N only")
+
+
+class TrainConfig(Strict):
+    """One training run of a dual encoder (``kind: dual``) or a cross-encoder (``kind: cross``)."""
+
+    kind: Literal["dual", "cross"] = "dual"
+    model: str = Field(description="HF id or local folder to start from")
+    output_dir: Path
+    data: DataConfig
+    model_settings: dict = Field(default_factory=dict, description="DualEncoderSettings overrides")
+    loss: str = "cross_batch"
+    loss_args: dict = Field(default_factory=dict)
+    moco_queue_size: int = Field(default=0, ge=0, description="0 = no queue of past passages")
+    hard_negatives: int = Field(default=0, ge=0, description="per query (dual)")
+    group_size: int = Field(default=4, ge=2, description="1 positive + n-1 negatives (cross)")
+    cross_max_len: int = Field(default=256, ge=8)
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=32, ge=1, description="queries per worker per step")
+    lr: float = Field(default=2e-5, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, le=1)
+    seed: int = 42
+    checkpoint_every: int = Field(default=100, ge=1, description="steps between checkpoints")
+    keep_checkpoints: int = Field(default=2, ge=1)
+    log_every: int = Field(default=10, ge=1)
+    deepspeed: Path | None = Field(
+        default=None, description="DeepSpeed JSON; default: ZeRO 0, fp32, clipping 1.0"
+    )
+    workers: int = Field(default=1, ge=1)
+    use_gpu: bool = False
+    launcher: Literal["ray", "local"] = "ray"
+    ray_address: str | None = None
+
+
+def one_line(err: ValidationError, source: object) -> str:
+    """Pydantic's multi-line report as one line naming the key."""
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: key '{key}': {first['msg']}{more}"
+
+
+def load_train_config(path: str | Path, **overrides) -> TrainConfig:
+    """Read and validate a training YAML; relative paths stay relative to the working dir."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of keys at the top level")
+    raw.update(overrides)
+    try:
+        config = TrainConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ValueError(one_line(err, path)) from None
+    check_paths(config, path)
+    return absolute_paths(config)
+
+
+def check_paths(config: TrainConfig, source: object) -> None:
+    named = {"data.tables": config.data.tables, "data.examples": config.data.examples}
+    named["deepspeed"] = config.deepspeed
+    for key, value in named.items():
+        if value is not None and not Path(value).exists():
+            raise FileNotFoundError(f"{source}: key '{key}': {value} does not exist")
+
+
+def absolute_paths(config: TrainConfig) -> TrainConfig:
+    """Workers on Ray start in another directory: make every local path absolute."""
+    data = config.data.model_copy(
+        update={
+            "tables": config.data.tables.resolve(),
+            "examples": config.data.examples.resolve() if config.data.examples else None,
+        }
+    )
+    update = {"data": data, "output_dir": config.output_dir.resolve()}
+    if config.deepspeed:
+        update["deepspeed"] = config.deepspeed.resolve()
+    if Path(config.model).exists():
+        update["model"] = str(Path(config.model).resolve())
+    return config.model_copy(update=update)

@@ -1,0 +1,94 @@
+"""Training examples: built from qrels when a dataset has no examples table, and resolved to
+corpus row numbers once, on the driver, so workers never hold a pid -> row map of the corpus.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from retrieval.tables.errors import DataError
+from retrieval.tables.schemas import EXAMPLES
+from retrieval.tables.store import read_table, table_exists, write_table
+
+RESOLVED = pa.schema(
+    [
+        ("qid", pa.string()),
+        ("query", pa.string()),
+        ("positive_rows", pa.list_(pa.int64())),
+        ("negative_rows", pa.list_(pa.int64())),
+    ]
+)
+
+
+def examples_from_qrels(tables_dir: str | os.PathLike, split: str) -> pa.Table:
+    """One example per judged query: positives = pids with relevance > 0, no negatives."""
+    tables_dir = Path(tables_dir)
+    qrels = read_table(tables_dir / f"qrels-{split}")
+    qrels = qrels.filter(pc.greater(qrels["relevance"], 0))
+    queries = read_table(tables_dir / f"queries-{split}")
+    text_of = dict(zip(queries["qid"].to_pylist(), queries["text"].to_pylist()))
+    positives: dict[str, list[str]] = {}
+    for qid, pid in zip(qrels["qid"].to_pylist(), qrels["pid"].to_pylist()):
+        positives.setdefault(qid, []).append(pid)
+    rows = [
+        {"qid": qid, "query": text_of[qid], "positives": pids, "negatives": []}
+        for qid, pids in positives.items()
+    ]
+    return pa.Table.from_pylist(rows, schema=EXAMPLES)
+
+
+def load_examples(tables_dir: Path, split: str, examples: Path | None) -> pa.Table:
+    if examples is not None:
+        return read_table(examples)
+    if table_exists(tables_dir / f"examples-{split}"):
+        return read_table(tables_dir / f"examples-{split}")
+    return examples_from_qrels(tables_dir, split)
+
+
+def _rows(values: pa.ChunkedArray, corpus_pids: pa.Array, where: str) -> pa.Array:
+    """Map a list<pid> column to list<row>; an unknown pid is a one-line DataError."""
+    lists = values.combine_chunks()
+    flat = pc.index_in(lists.flatten(), value_set=corpus_pids)
+    if flat.null_count:
+        missing = lists.flatten().filter(pc.is_null(flat))[0].as_py()
+        raise DataError(where, f"pid '{missing}' is not in the corpus", field="pids")
+    return pa.ListArray.from_arrays(lists.offsets, flat.cast(pa.int64()))
+
+
+def resolve_examples(
+    examples: pa.Table, corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, source: str
+) -> dict:
+    """Write examples with corpus row numbers instead of pids; returns the table's manifest."""
+    corpus_pids = read_table(corpus_dir, columns=["pid"])["pid"].combine_chunks()
+    no_positive = pc.equal(pc.list_value_length(examples["positives"]), 0)
+    examples = examples.filter(pc.invert(no_positive))
+    if examples.num_rows == 0:
+        raise DataError(source, "no example has a positive passage", field="positives")
+    resolved = pa.table(
+        {
+            "qid": examples["qid"],
+            "query": examples["query"],
+            "positive_rows": _rows(examples["positives"], corpus_pids, source),
+            "negative_rows": _rows(examples["negatives"], corpus_pids, source),
+        },
+        schema=RESOLVED,
+    )
+    return write_table(out_dir, resolved, RESOLVED, meta={"source": source})
+
+
+class ResolvedExamples:
+    """Examples as Python lists of corpus rows, small enough to hold in every worker."""
+
+    def __init__(self, table_dir: str | os.PathLike):
+        table = read_table(table_dir)
+        self.queries: list[str] = table["query"].to_pylist()
+        self.positives = [np.asarray(r, dtype=np.int64) for r in table["positive_rows"].to_pylist()]
+        self.negatives = [np.asarray(r, dtype=np.int64) for r in table["negative_rows"].to_pylist()]
+
+    def __len__(self) -> int:
+        return len(self.queries)

@@ -1,0 +1,211 @@
+"""The one training loop, run in every worker: a DeepSpeed engine over a model+loss module,
+seeded deterministic batches, checkpoints every N steps, HF export of the final model.
+
+Launchers (Ray Train, torchrun, a plain process) only set up the process group around it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from retrieval.losses import MoCoQueue, build_loss
+from retrieval.models.cross_encoder import CrossEncoder
+from retrieval.models.dual_encoder import DualEncoder
+from retrieval.tables.store import atomic_dir, table_exists, write_json_atomic
+from retrieval.training import checkpoints
+from retrieval.training.collators import CrossCollator, DualCollator
+from retrieval.training.config import TrainConfig
+from retrieval.training.examples import ResolvedExamples, load_examples, resolve_examples
+from retrieval.training.modules import CrossTrainingModule, DualTrainingModule
+from retrieval.training.passages import PassageStore
+from retrieval.training.sampler import StepSampler
+
+logger = logging.getLogger(__name__)
+
+
+def data_dir(config: TrainConfig) -> Path:
+    return Path(config.output_dir) / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed(use_gpu: bool) -> tuple[int, int]:
+    """Join the process group the launcher prepared, or make a one-process group."""
+    import deepspeed
+
+    if not dist.is_initialized():
+        for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
+            os.environ.setdefault(key, value)
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
+        deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+DEFAULT_DEEPSPEED = {
+    "gradient_accumulation_steps": 1,
+    "gradient_clipping": 1.0,
+    "zero_optimization": {"stage": 0},
+    "steps_per_print": 1_000_000,
+}
+
+
+def deepspeed_config(config: TrainConfig) -> dict:
+    ds = json.loads(Path(config.deepspeed).read_text()) if config.deepspeed else DEFAULT_DEEPSPEED
+    ds = dict(ds)
+    ds["train_micro_batch_size_per_gpu"] = config.batch_size
+    ds.pop("train_batch_size", None)  # DeepSpeed derives it from micro batch x GA x world
+    return ds
+
+
+def build(config: TrainConfig, store: PassageStore, examples: ResolvedExamples):
+    """The model+loss module and its collator, for a dual encoder or a cross-encoder."""
+    if config.kind == "dual":
+        model = DualEncoder.from_pretrained(config.model, **config.model_settings)
+        loss_args = {"temperature": model.settings.temperature}
+        loss_args["similarity"] = model.settings.similarity
+        loss = build_loss(config.loss, **{**loss_args, **config.loss_args})
+        queue = MoCoQueue(config.moco_queue_size, model.dim) if config.moco_queue_size else None
+        collate = DualCollator(model, examples, store, config.hard_negatives, config.seed)
+        return DualTrainingModule(model, loss, queue), collate, model
+    model = CrossEncoder.from_pretrained(config.model, max_len=config.cross_max_len)
+    loss = build_loss(config.loss, **config.loss_args)
+    collate = CrossCollator(model, examples, store, config.group_size, config.seed)
+    return CrossTrainingModule(model, loss, config.group_size), collate, model
+
+
+def linear_schedule(optimizer, total_steps: int, warmup_ratio: float):
+    warmup = int(total_steps * warmup_ratio)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: {n: t.to(device) for n, t in v.items()} for k, v in batch.items()}
+
+
+def train_worker(config: TrainConfig) -> dict:
+    """Train in this process as one rank of the group; rank 0 writes ``output_dir/model``."""
+    import deepspeed
+
+    rank, world = init_distributed(config.use_gpu)
+    torch.manual_seed(config.seed)
+    out = Path(config.output_dir)
+    if rank == 0:  # the others wait, then open what rank 0 wrote
+        prepare_data(config)
+    dist.barrier()
+    store = PassageStore(Path(config.data.tables) / "corpus", data_dir(config) / "hf_cache")
+    examples = ResolvedExamples(data_dir(config) / "examples")
+    module, collate, model = build(config, store, examples)
+    sampler = StepSampler(len(examples), config.batch_size, world, config.seed)
+    total = sampler.total_steps(config.epochs, config.max_steps)
+    ds_config = deepspeed_config(config)
+    optimizer = None
+    scheduler = None
+    if "optimizer" not in ds_config:
+        params = [p for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = linear_schedule(optimizer, total, config.warmup_ratio)
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=module, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
+    )
+    ckpt_dir = out / "checkpoints"
+    start = checkpoints.resume(engine, ckpt_dir, rank)
+    summary = run_steps(engine, collate, sampler, config, start, total, rank, world)
+    if start < total:
+        checkpoints.save(engine, ckpt_dir, total, rank, config.keep_checkpoints)
+    if start < total or not (out / "model").is_dir():  # a finished run is not exported again
+        export(engine, model, out / "model", ds_config, rank)
+    if rank == 0:
+        write_json_atomic(out / "train_summary.json", summary)
+    dist.barrier()
+    return summary
+
+
+def prepare_data(config: TrainConfig) -> None:
+    """Resolve examples to corpus rows and build the memory-mapped corpus cache, once."""
+    if table_exists(data_dir(config) / "examples"):
+        return
+    tables = Path(config.data.tables)
+    examples = load_examples(tables, config.data.split, config.data.examples)
+    if config.data.max_examples:
+        examples = examples.slice(0, config.data.max_examples)
+    source = str(config.data.examples or tables / f"examples-{config.data.split}")
+    resolve_examples(examples, tables / "corpus", data_dir(config) / "examples", source)
+    PassageStore(tables / "corpus", data_dir(config) / "hf_cache")
+
+
+def run_steps(engine, collate, sampler, config, start, total, rank, world) -> dict:
+    ckpt_dir = Path(config.output_dir) / "checkpoints"
+    log_file = Path(config.output_dir) / "train_log.jsonl"
+    engine.train()
+    started, seen, last_loss = time.perf_counter(), 0, float("nan")
+    bar = tqdm(total=total, initial=start, desc=f"train {config.kind}", disable=rank != 0)
+    for step in range(start, total):
+        batch = to_device(collate(sampler.indices(step, rank), step), engine.device)
+        loss = engine(**batch)
+        engine.backward(loss)
+        engine.step()
+        last_loss = loss.item()
+        seen += config.batch_size * world
+        rate = seen / (time.perf_counter() - started)
+        bar.set_postfix(loss=f"{last_loss:.4f}", ex_per_s=f"{rate:.1f}")
+        bar.update(1)
+        if rank == 0 and ((step + 1) % config.log_every == 0 or step + 1 == total):
+            record = {
+                "step": step + 1,
+                "loss": last_loss,
+                "examples_per_s": rate,
+                "lr": engine.get_lr()[0],
+            }
+            logger.info("step %d/%d loss %.4f %.1f examples/s", step + 1, total, last_loss, rate)
+            with open(log_file, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        if (step + 1) % config.checkpoint_every == 0 and step + 1 < total:
+            checkpoints.save(engine, ckpt_dir, step + 1, rank, config.keep_checkpoints)
+    bar.close()
+    elapsed = time.perf_counter() - started
+    return {
+        "steps": total,
+        "resumed_from": start,
+        "final_loss": last_loss,
+        "examples_per_s": seen / elapsed if seen else None,
+        "train_seconds": elapsed,
+        "world_size": world,
+    }
+
+
+def export(engine, model, dest: Path, ds_config: dict, rank: int) -> None:
+    """Rank 0 writes the trained model as an HF folder (+ sentence-transformers files),
+    atomically. Under ZeRO-3 every rank must join the gather of the partitioned weights."""
+    if ds_config.get("zero_optimization", {}).get("stage", 0) == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
+            if rank == 0:
+                _save(model, dest)
+    elif rank == 0:
+        _save(model, dest)
+
+
+def _save(model, dest: Path) -> None:
+    with atomic_dir(dest) as tmp:
+        model.save(tmp)

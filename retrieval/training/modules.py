@@ -1,0 +1,41 @@
+"""Model + loss in one nn.Module, so a DeepSpeed engine's forward returns the loss directly
+(ZeRO hooks then see every parameter use, whichever tower or head it belongs to)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from retrieval.losses import MoCoQueue, PointwiseBCELoss
+from retrieval.models.cross_encoder import CrossEncoder
+from retrieval.models.dual_encoder import DualEncoder
+
+
+class DualTrainingModule(nn.Module):
+    def __init__(self, model: DualEncoder, loss: nn.Module, queue: MoCoQueue | None = None):
+        super().__init__()
+        self.model, self.loss, self.queue = model, loss, queue
+
+    def forward(self, query_inputs: dict, passage_inputs: dict) -> torch.Tensor:
+        queries, passages = self.model(query_inputs, passage_inputs)
+        if self.queue is None:
+            return self.loss(queries, passages)
+        loss = self.loss(queries, passages, extra_negatives=self.queue.negatives())
+        self.queue.push(passages)
+        return loss
+
+
+class CrossTrainingModule(nn.Module):
+    """Scores groups of ``group_size`` pairs (positive first) with a listwise or pointwise loss."""
+
+    def __init__(self, model: CrossEncoder, loss: nn.Module, group_size: int):
+        super().__init__()
+        self.model, self.loss, self.group_size = model, loss, group_size
+
+    def forward(self, inputs: dict) -> torch.Tensor:
+        logits = self.model(inputs).view(-1, self.group_size)
+        if isinstance(self.loss, PointwiseBCELoss):
+            labels = torch.zeros_like(logits)
+            labels[:, 0] = 1
+            return self.loss(logits.reshape(-1), labels.reshape(-1))
+        return self.loss(logits)

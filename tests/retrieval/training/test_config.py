@@ -1,0 +1,47 @@
+import pytest
+
+from retrieval.training.config import load_train_config
+
+
+def _write(tmp_path, text):
+    (tmp_path / "tables").mkdir(exist_ok=True)
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = "model: m\noutput_dir: out\ndata: {tables: TABLES}\n"
+
+
+def test_valid_config_gets_defaults_and_absolute_paths(tmp_path):
+    path = _write(tmp_path, BASE.replace("TABLES", str(tmp_path / "tables")))
+    config = load_train_config(path)
+    assert config.kind == "dual" and config.loss == "cross_batch" and config.batch_size == 32
+    assert config.output_dir.is_absolute() and config.deepspeed is None
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ("batch_sise: 4\n", "key 'batch_sise': Extra inputs are not permitted"),
+        ("batch_size: many\n", "key 'batch_size': Input should be a valid integer"),
+        ("data: {tables: T, splitt: x}\n", "key 'data.splitt'"),
+        ("lr: -1\n", "key 'lr': Input should be greater than 0"),
+    ],
+)
+def test_bad_keys_are_one_line_errors_naming_the_key(tmp_path, extra, message):
+    text = BASE.replace("TABLES", str(tmp_path / "tables"))
+    if extra.startswith("data:"):
+        text = text.replace(f"data: {{tables: {tmp_path / 'tables'}}}\n", "")
+        extra = extra.replace("T", str(tmp_path / "tables"), 1)
+    path = _write(tmp_path, text + extra)
+    with pytest.raises(ValueError) as err:
+        load_train_config(path)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_missing_path_is_named(tmp_path):
+    path = _write(tmp_path, BASE.replace("TABLES", str(tmp_path / "nope")))
+    with pytest.raises(FileNotFoundError, match="key 'data.tables'"):
+        load_train_config(path)

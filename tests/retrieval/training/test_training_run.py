@@ -1,0 +1,107 @@
+"""Training as a user runs it: `rqa train-dual` in a subprocess, killed with SIGKILL mid-run
+and started again, must end with exactly the weights of a run that was never interrupted."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from retrieval.models import DualEncoder
+
+
+def write_config(tmp_path: Path, name: str, tables: Path, model: Path, **extra) -> Path:
+    config = {
+        "model": str(model),
+        "output_dir": str(tmp_path / name),
+        "data": {"tables": str(tables), "split": "train", "max_examples": 256},
+        "batch_size": 8,
+        "hard_negatives": 1,
+        "max_steps": 30,
+        "checkpoint_every": 5,
+        "launcher": "local",
+        "model_settings": {"passage_max_len": 64, "query_max_len": 32},
+        **extra,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def rqa(*args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "pipelines.cli", *args]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> None:
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return DualEncoder.from_pretrained(folder).state_dict()
+
+
+def kill_after_first_checkpoint(proc: subprocess.Popen, ckpt_dir: Path) -> None:
+    deadline = time.time() + 300
+    while not (ckpt_dir / "latest").is_file():
+        assert proc.poll() is None, "training ended before its first checkpoint"
+        assert time.time() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.02)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_kill9_and_resume_gives_the_uninterrupted_weights(tmp_path, scifact_tables, tiny_bert_dir):
+    whole = write_config(tmp_path, "whole", scifact_tables, tiny_bert_dir)
+    finish(rqa("train-dual", "--config", str(whole)))
+
+    crashed = write_config(tmp_path, "crashed", scifact_tables, tiny_bert_dir)
+    proc = rqa("train-dual", "--config", str(crashed))
+    kill_after_first_checkpoint(proc, tmp_path / "crashed" / "checkpoints")
+    assert not (tmp_path / "crashed" / "model").exists()
+    finish(rqa("train-dual", "--config", str(crashed)))
+
+    summary = json.loads((tmp_path / "crashed" / "train_summary.json").read_text())
+    assert summary["steps"] == 30 and 5 <= summary["resumed_from"] < 30
+    expected, got = weights(tmp_path / "whole" / "model"), weights(tmp_path / "crashed" / "model")
+    start = weights(tiny_bert_dir)
+    assert any(not torch.equal(start[k], expected[k]) for k in expected), "training changed nothing"
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_finished_run_is_not_trained_again(tmp_path, scifact_tables, tiny_bert_dir):
+    config = write_config(tmp_path, "run", scifact_tables, tiny_bert_dir, max_steps=4)
+    finish(rqa("train-dual", "--config", str(config)))
+    before = (tmp_path / "run" / "model" / "model.safetensors").stat().st_mtime_ns
+    finish(rqa("train-dual", "--config", str(config)))
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["resumed_from"] == 4
+    assert (tmp_path / "run" / "model" / "model.safetensors").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("kind,loss", [("cross", "listwise_ce"), ("cross", "pointwise_bce")])
+def test_cross_encoder_trains_and_loads(tmp_path, scifact_tables, tiny_bert_dir, kind, loss):
+    from retrieval.models import CrossEncoder
+
+    config = write_config(
+        tmp_path,
+        "ce",
+        scifact_tables,
+        tiny_bert_dir,
+        max_steps=3,
+        loss=loss,
+        group_size=4,
+        model_settings={},
+    )
+    finish(rqa(f"train-{kind}", "--config", str(config)))
+    model = CrossEncoder.from_pretrained(tmp_path / "ce" / "model")
+    assert model.model.config.num_labels == 1
