@@ -70,7 +70,7 @@ def encode_passages(
     model: DualEncoder,
     titles: list[str | None],
     texts: list[str],
-    batch_size: int = 64,
+    batch_size: int = 32,
     show_progress: bool = True,
     progress: tqdm | None = None,
 ) -> np.ndarray:
@@ -104,7 +104,7 @@ def encode_corpus(
     model: DualEncoder,
     corpus_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
-    batch_size: int = 64,
+    batch_size: int = 32,
     dtype: str = "float32",
     show_progress: bool = True,
 ) -> dict:

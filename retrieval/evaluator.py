@@ -66,7 +66,7 @@ def evaluate_retriever(
     split: str,
     metrics: tuple[str, ...] = DEFAULT_METRICS,
     k: int = 100,
-    batch_size: int = 64,
+    batch_size: int = 32,
     factory: str = "Flat",
     work_dir: str | os.PathLike | None = None,
 ) -> RetrievalResult:

@@ -15,7 +15,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="local model folder or HF model id")
     parser.add_argument("--corpus", type=Path, required=True, help="corpus table folder")
     parser.add_argument("--out", type=Path, required=True, help="embeddings table folder")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32")
     parser.set_defaults(run=run)
 

@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_input_args(parser)
     parser.add_argument("--metrics", nargs="+", default=[], help="extra metrics, e.g. map ndcg@100")
     parser.add_argument("--k", type=int, default=100, help="retrieval depth (default 100)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-len", type=int, help="passage max length in tokens (model default)")
     parser.add_argument("--factory", default="Flat", help="faiss index_factory string")
     parser.add_argument("--output", type=Path, help="write metrics JSON here")

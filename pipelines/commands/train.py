@@ -13,6 +13,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     for kind in ("dual", "cross"):
         parser = subparsers.add_parser(f"train-{kind}", help=f"train a {kind} encoder")
         parser.add_argument("--config", type=Path, required=True, help="training YAML")
+        parser.add_argument("--model", help="override model (HF id or local folder)")
         parser.add_argument("--output-dir", type=Path, help="override output_dir")
         parser.add_argument("--workers", type=int, help="override workers")
         parser.add_argument("--launcher", choices=("ray", "local"), help="override launcher")
@@ -21,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    names = ("output_dir", "workers", "launcher", "max_steps")
+    names = ("model", "output_dir", "workers", "launcher", "max_steps")
     overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
     config = load_train_config(args.config, kind=args.kind, **overrides)

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+LOSSES_BY_KIND = {"dual": ("cross_batch", "infonce"), "cross": ("listwise_ce", "pointwise_bce")}
 
 
 class Strict(BaseModel):
@@ -35,7 +37,11 @@ class TrainConfig(Strict):
     output_dir: Path
     data: DataConfig
     model_settings: dict = Field(default_factory=dict, description="DualEncoderSettings overrides")
-    loss: str = "cross_batch"
+    loss: str | None = Field(
+        default=None,
+        description="dual: cross_batch (default) | infonce; "
+        "cross: listwise_ce (default) | pointwise_bce",
+    )
     loss_args: dict = Field(default_factory=dict)
     moco_queue_size: int = Field(default=0, ge=0, description="0 = no queue of past passages")
     hard_negatives: int = Field(default=0, ge=0, description="per query (dual)")
@@ -58,6 +64,18 @@ class TrainConfig(Strict):
     use_gpu: bool = False
     launcher: Literal["ray", "local"] = "ray"
     ray_address: str | None = None
+
+    @model_validator(mode="after")
+    def _loss_fits_kind(self) -> TrainConfig:
+        allowed = LOSSES_BY_KIND[self.kind]
+        if self.loss is None:
+            self.loss = allowed[0]
+        elif self.loss not in allowed:
+            raise ValueError(
+                f"loss '{self.loss}' does not train a {self.kind} model; use one of "
+                f"{', '.join(allowed)}"
+            )
+        return self
 
 
 def one_line(err: ValidationError, source: object) -> str:

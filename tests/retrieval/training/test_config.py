@@ -17,6 +17,7 @@ def test_valid_config_gets_defaults_and_absolute_paths(tmp_path):
     path = _write(tmp_path, BASE.replace("TABLES", str(tmp_path / "tables")))
     config = load_train_config(path)
     assert config.kind == "dual" and config.loss == "cross_batch" and config.batch_size == 32
+    assert load_train_config(path, kind="cross").loss == "listwise_ce"
     assert config.output_dir.is_absolute() and config.deepspeed is None
 
 
@@ -27,6 +28,7 @@ def test_valid_config_gets_defaults_and_absolute_paths(tmp_path):
         ("batch_size: many\n", "key 'batch_size': Input should be a valid integer"),
         ("data: {tables: T, splitt: x}\n", "key 'data.splitt'"),
         ("lr: -1\n", "key 'lr': Input should be greater than 0"),
+        ("kind: cross\nloss: cross_batch\n", "loss 'cross_batch' does not train a cross model"),
     ],
 )
 def test_bad_keys_are_one_line_errors_naming_the_key(tmp_path, extra, message):

@@ -105,3 +105,46 @@ def test_cross_encoder_trains_and_loads(tmp_path, scifact_tables, tiny_bert_dir,
     finish(rqa(f"train-{kind}", "--config", str(config)))
     model = CrossEncoder.from_pretrained(tmp_path / "ce" / "model")
     assert model.model.config.num_labels == 1
+
+
+def read_summary(folder: Path) -> dict:
+    return json.loads((folder / "train_summary.json").read_text())
+
+
+def test_two_ray_workers_share_cross_batch_negatives(tmp_path, scifact_tables, tiny_bert_dir):
+    config = write_config(
+        tmp_path, "ray", scifact_tables, tiny_bert_dir, max_steps=3, launcher="ray", workers=2
+    )
+    finish(rqa("train-dual", "--config", str(config)))
+    summary = read_summary(tmp_path / "ray")
+    assert summary["world_size"] == 2 and summary["steps"] == 3
+    log = [json.loads(line) for line in (tmp_path / "ray" / "train_log.jsonl").open()]
+    assert log[-1]["step"] == 3
+    DualEncoder.from_pretrained(tmp_path / "ray" / "model")
+
+
+def test_same_loop_runs_under_torchrun(tmp_path, scifact_tables, tiny_bert_dir):
+    config = write_config(tmp_path, "trun", scifact_tables, tiny_bert_dir, max_steps=3)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "pipelines.train_launcher", str(config),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    finish(proc)
+    assert read_summary(tmp_path / "trun")["world_size"] == 2
+
+
+def test_ray_run_killed_and_relaunched_gives_the_uninterrupted_weights(
+    tmp_path, scifact_tables, tiny_bert_dir
+):
+    extra = {"launcher": "ray", "workers": 2, "max_steps": 20}
+    whole = write_config(tmp_path, "whole", scifact_tables, tiny_bert_dir, **extra)
+    finish(rqa("train-dual", "--config", str(whole)))
+    crashed = write_config(tmp_path, "crashed", scifact_tables, tiny_bert_dir, **extra)
+    proc = rqa("train-dual", "--config", str(crashed))
+    kill_after_first_checkpoint(proc, tmp_path / "crashed" / "checkpoints")
+    finish(rqa("train-dual", "--config", str(crashed)))
+    assert read_summary(tmp_path / "crashed")["resumed_from"] >= 5
+    expected, got = weights(tmp_path / "whole" / "model"), weights(tmp_path / "crashed" / "model")
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=key)
