@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 SCIFACT ?= ../shared/datasets/scifact
 RUN_DIR ?= runs/demo
+LINT_PATHS := retrieval pipelines tests $(wildcard benchmarks)
 
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
@@ -33,8 +34,8 @@ demo: $(VENV)/.installed
 		--beir $(SCIFACT) --split dev --output $(RUN_DIR)/zero-shot-dev.json
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff format --check retrieval pipelines tests benchmarks
-	$(BIN)/ruff check retrieval pipelines tests benchmarks
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/ruff check $(LINT_PATHS)
 
 test: lint
 	$(BIN)/pytest -q
@@ -43,8 +44,8 @@ test-slow: $(VENV)/.installed
 	$(BIN)/pytest -q -m slow
 
 format: $(VENV)/.installed
-	$(BIN)/ruff format retrieval pipelines tests benchmarks
-	$(BIN)/ruff check --fix retrieval pipelines tests benchmarks
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 clean:
 	rm -rf build runs .pytest_cache

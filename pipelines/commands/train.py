@@ -10,7 +10,7 @@ from retrieval.training.config import load_train_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    for kind in ("dual", "cross"):
+    for kind in ("dual", "cross", "joint"):
         parser = subparsers.add_parser(f"train-{kind}", help=f"train a {kind} encoder")
         parser.add_argument("--config", type=Path, required=True, help="training YAML")
         parser.add_argument("--model", help="override model (HF id or local folder)")

@@ -126,6 +126,13 @@ class DualEncoder(nn.Module):
             passages = nn.functional.normalize(passages, dim=-1)
         return queries @ passages.T / self.settings.temperature
 
+    def score_lists(self, queries: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
+        """``[nq, dim] x [nq, n, dim] -> [nq, n]``: each query against its own list only."""
+        if self.settings.similarity == "cosine":
+            queries = nn.functional.normalize(queries, dim=-1)
+            lists = nn.functional.normalize(lists, dim=-1)
+        return torch.einsum("qd,qnd->qn", queries, lists) / self.settings.temperature
+
     def tokenize_queries(self, texts: list[str]) -> dict[str, torch.Tensor]:
         texts = [self.settings.query_prefix + t for t in texts]
         return self._tokenize(texts, self.settings.query_max_len)

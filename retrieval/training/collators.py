@@ -82,3 +82,35 @@ class CrossCollator:
             queries += [self.examples.queries[i]] * self.group_size
         titles, texts = self.passages.get(rows)
         return {"inputs": self.model.tokenize(queries, titles, texts)}
+
+
+class JointCollator:
+    """RocketQAv2 lists: the same 1 + n-1 passages go to the retriever and the re-ranker."""
+
+    def __init__(
+        self,
+        dual: DualEncoder,
+        cross: CrossEncoder,
+        examples: ResolvedExamples,
+        passages: PassageStore,
+        group_size: int,
+        seed: int,
+    ):
+        self.dual, self.examples = dual, examples
+        self.cross = CrossCollator(cross, examples, passages, group_size, seed)
+        self.passages, self.group_size, self.seed = passages, group_size, seed
+
+    def __call__(self, indices: np.ndarray, step: int) -> dict[str, dict[str, torch.Tensor]]:
+        rows: list[int] = []
+        for i in indices:
+            rng = np.random.default_rng([self.seed, step, int(i)])
+            ex_pos, ex_neg = self.examples.positives[i], self.examples.negatives[i]
+            rows += pick_passages(rng, ex_pos, ex_neg, self.group_size - 1, len(self.passages))
+        titles, texts = self.passages.get(rows)
+        queries = [self.examples.queries[i] for i in indices]
+        repeated = [q for q in queries for _ in range(self.group_size)]
+        return {
+            "query_inputs": self.dual.tokenize_queries(queries),
+            "passage_inputs": self.dual.tokenize_passages(titles, texts),
+            "pair_inputs": self.cross.model.tokenize(repeated, titles, texts),
+        }

@@ -11,7 +11,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-LOSSES_BY_KIND = {"dual": ("cross_batch", "infonce"), "cross": ("listwise_ce", "pointwise_bce")}
+LOSSES_BY_KIND = {
+    "dual": ("cross_batch", "infonce"),
+    "cross": ("listwise_ce", "pointwise_bce"),
+    "joint": ("joint_listwise",),
+}
 
 
 class Strict(BaseModel):
@@ -30,10 +34,12 @@ class DataConfig(Strict):
 
 
 class TrainConfig(Strict):
-    """One training run of a dual encoder (``kind: dual``) or a cross-encoder (``kind: cross``)."""
+    """One training run of a dual encoder (``kind: dual``), a cross-encoder (``kind: cross``), or
+    both together on the same lists (``kind: joint``, RocketQAv2)."""
 
-    kind: Literal["dual", "cross"] = "dual"
-    model: str = Field(description="HF id or local folder to start from")
+    kind: Literal["dual", "cross", "joint"] = "dual"
+    model: str = Field(description="HF id or local folder to start from (the dual encoder)")
+    cross_model: str | None = Field(default=None, description="joint: the re-ranker to start from")
     output_dir: Path
     data: DataConfig
     model_settings: dict = Field(default_factory=dict, description="DualEncoderSettings overrides")
@@ -45,7 +51,9 @@ class TrainConfig(Strict):
     loss_args: dict = Field(default_factory=dict)
     moco_queue_size: int = Field(default=0, ge=0, description="0 = no queue of past passages")
     hard_negatives: int = Field(default=0, ge=0, description="per query (dual)")
-    group_size: int = Field(default=4, ge=2, description="1 positive + n-1 negatives (cross)")
+    group_size: int = Field(
+        default=4, ge=2, description="1 positive + n-1 negatives (cross, joint)"
+    )
     cross_max_len: int = Field(default=256, ge=8)
     epochs: float = Field(default=1.0, gt=0)
     max_steps: int | None = Field(default=None, ge=1)
@@ -122,6 +130,8 @@ def absolute_paths(config: TrainConfig) -> TrainConfig:
     update = {"data": data, "output_dir": config.output_dir.resolve()}
     if config.deepspeed:
         update["deepspeed"] = config.deepspeed.resolve()
-    if Path(config.model).exists():
-        update["model"] = str(Path(config.model).resolve())
+    for key in ("model", "cross_model"):
+        value = getattr(config, key)
+        if value and Path(value).exists():
+            update[key] = str(Path(value).resolve())
     return config.model_copy(update=update)

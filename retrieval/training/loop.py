@@ -22,10 +22,14 @@ from retrieval.models.cross_encoder import CrossEncoder
 from retrieval.models.dual_encoder import DualEncoder
 from retrieval.tables.store import atomic_dir, table_exists, write_json_atomic
 from retrieval.training import checkpoints
-from retrieval.training.collators import CrossCollator, DualCollator
+from retrieval.training.collators import CrossCollator, DualCollator, JointCollator
 from retrieval.training.config import TrainConfig
 from retrieval.training.examples import ResolvedExamples, load_examples, resolve_examples
-from retrieval.training.modules import CrossTrainingModule, DualTrainingModule
+from retrieval.training.modules import (
+    CrossTrainingModule,
+    DualTrainingModule,
+    JointTrainingModule,
+)
 from retrieval.training.passages import PassageStore
 from retrieval.training.sampler import StepSampler
 
@@ -72,19 +76,24 @@ def deepspeed_config(config: TrainConfig) -> dict:
 
 
 def build(config: TrainConfig, store: PassageStore, examples: ResolvedExamples):
-    """The model+loss module and its collator, for a dual encoder or a cross-encoder."""
-    if config.kind == "dual":
-        model = DualEncoder.from_pretrained(config.model, **config.model_settings)
-        loss_args = {"temperature": model.settings.temperature}
-        loss_args["similarity"] = model.settings.similarity
-        loss = build_loss(config.loss, **{**loss_args, **config.loss_args})
-        queue = MoCoQueue(config.moco_queue_size, model.dim) if config.moco_queue_size else None
-        collate = DualCollator(model, examples, store, config.hard_negatives, config.seed)
-        return DualTrainingModule(model, loss, queue), collate, model
-    model = CrossEncoder.from_pretrained(config.model, max_len=config.cross_max_len)
-    loss = build_loss(config.loss, **config.loss_args)
-    collate = CrossCollator(model, examples, store, config.group_size, config.seed)
-    return CrossTrainingModule(model, loss, config.group_size), collate, model
+    """The model+loss module, its collator, and the models to export by folder name."""
+    if config.kind == "cross":
+        model = CrossEncoder.from_pretrained(config.model, max_len=config.cross_max_len)
+        loss = build_loss(config.loss, **config.loss_args)
+        collate = CrossCollator(model, examples, store, config.group_size, config.seed)
+        return CrossTrainingModule(model, loss, config.group_size), collate, {"model": model}
+    dual = DualEncoder.from_pretrained(config.model, **config.model_settings)
+    if config.kind == "joint":
+        cross = CrossEncoder.from_pretrained(config.cross_model, max_len=config.cross_max_len)
+        loss = build_loss(config.loss, **config.loss_args)
+        collate = JointCollator(dual, cross, examples, store, config.group_size, config.seed)
+        module = JointTrainingModule(dual, cross, loss, config.group_size)
+        return module, collate, {"model": dual, "cross_model": cross}
+    loss_args = {"temperature": dual.settings.temperature, "similarity": dual.settings.similarity}
+    loss = build_loss(config.loss, **{**loss_args, **config.loss_args})
+    queue = MoCoQueue(config.moco_queue_size, dual.dim) if config.moco_queue_size else None
+    collate = DualCollator(dual, examples, store, config.hard_negatives, config.seed)
+    return DualTrainingModule(dual, loss, queue), collate, {"model": dual}
 
 
 def linear_schedule(optimizer, total_steps: int, warmup_ratio: float):
@@ -114,7 +123,7 @@ def train_worker(config: TrainConfig) -> dict:
     dist.barrier()
     store = PassageStore(Path(config.data.tables) / "corpus", data_dir(config) / "hf_cache")
     examples = ResolvedExamples(data_dir(config) / "examples")
-    module, collate, model = build(config, store, examples)
+    module, collate, models = build(config, store, examples)
     sampler = StepSampler(len(examples), config.batch_size, world, config.seed)
     total = sampler.total_steps(config.epochs, config.max_steps)
     ds_config = deepspeed_config(config)
@@ -133,7 +142,7 @@ def train_worker(config: TrainConfig) -> dict:
     if start < total:
         checkpoints.save(engine, ckpt_dir, total, rank, config.keep_checkpoints)
     if start < total or not (out / "model").is_dir():  # a finished run is not exported again
-        export(engine, model, out / "model", ds_config, rank)
+        export(engine, models, out, ds_config, rank)
     if rank == 0:
         write_json_atomic(out / "train_summary.json", summary)
     dist.barrier()
@@ -193,19 +202,21 @@ def run_steps(engine, collate, sampler, config, start, total, rank, world) -> di
     }
 
 
-def export(engine, model, dest: Path, ds_config: dict, rank: int) -> None:
-    """Rank 0 writes the trained model as an HF folder (+ sentence-transformers files),
-    atomically. Under ZeRO-3 every rank must join the gather of the partitioned weights."""
+def export(engine, models: dict, out: Path, ds_config: dict, rank: int) -> None:
+    """Rank 0 writes each trained model as an HF folder (+ sentence-transformers files) under
+    ``out``, atomically. Under ZeRO-3 every rank must join the gather of the partitioned weights.
+    The dual encoder's folder (``model``) is written last: its presence marks a finished run."""
     if ds_config.get("zero_optimization", {}).get("stage", 0) == 3:
         import deepspeed
 
         with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
             if rank == 0:
-                _save(model, dest)
+                _save_all(models, out)
     elif rank == 0:
-        _save(model, dest)
+        _save_all(models, out)
 
 
-def _save(model, dest: Path) -> None:
-    with atomic_dir(dest) as tmp:
-        model.save(tmp)
+def _save_all(models: dict, out: Path) -> None:
+    for name in sorted(models, key=lambda n: n == "model"):
+        with atomic_dir(out / name) as tmp:
+            models[name].save(tmp)

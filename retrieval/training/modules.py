@@ -39,3 +39,19 @@ class CrossTrainingModule(nn.Module):
             labels[:, 0] = 1
             return self.loss(logits.reshape(-1), labels.reshape(-1))
         return self.loss(logits)
+
+
+class JointTrainingModule(nn.Module):
+    """RocketQAv2: the retriever's and the re-ranker's scores over the same lists, trained
+    together with listwise KL distillation plus the re-ranker's listwise cross-entropy."""
+
+    def __init__(self, dual: DualEncoder, cross: CrossEncoder, loss: nn.Module, group_size: int):
+        super().__init__()
+        self.dual, self.cross, self.loss, self.group_size = dual, cross, loss, group_size
+
+    def forward(self, query_inputs: dict, passage_inputs: dict, pair_inputs: dict) -> torch.Tensor:
+        queries, passages = self.dual(query_inputs, passage_inputs)
+        passages = passages.view(queries.shape[0], self.group_size, -1)
+        s_de = self.dual.score_lists(queries, passages)
+        s_ce = self.cross(pair_inputs).view(-1, self.group_size)
+        return self.loss(s_de, s_ce)

@@ -101,3 +101,10 @@ def test_cross_encoder_round_trip_and_sentence_transformers(tiny_bert_dir, tmp_p
     pairs = [(q, f"{a} {b}".strip() if a else b) for q, a, b in zip(queries, titles, texts)]
     theirs = st.predict(pairs, activation_fn=torch.nn.Identity(), convert_to_numpy=True)
     np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-5)
+
+
+def test_score_lists_scores_each_query_against_its_own_list(tiny_bert_dir):
+    model = DualEncoder.from_pretrained(tiny_bert_dir, similarity="dot", temperature=0.5)
+    q, lists = torch.randn(2, 32), torch.randn(2, 3, 32)
+    expected = torch.tensor([[float(q[i] @ lists[i, j]) / 0.5 for j in range(3)] for i in range(2)])
+    assert torch.allclose(model.score_lists(q, lists), expected, atol=1e-5)

@@ -148,3 +148,18 @@ def test_ray_run_killed_and_relaunched_gives_the_uninterrupted_weights(
     expected, got = weights(tmp_path / "whole" / "model"), weights(tmp_path / "crashed" / "model")
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_joint_training_updates_and_exports_both_models(tmp_path, scifact_tables, tiny_bert_dir):
+    from retrieval.models import CrossEncoder
+
+    config = write_config(
+        tmp_path, "joint", scifact_tables, tiny_bert_dir, max_steps=3, group_size=4,
+        cross_model=str(tiny_bert_dir), hard_negatives=0,
+    )  # fmt: skip
+    finish(rqa("train-joint", "--config", str(config)))
+    dual = weights(tmp_path / "joint" / "model")
+    start = weights(tiny_bert_dir)
+    assert any(not torch.equal(dual[k], start[k]) for k in dual)
+    cross = CrossEncoder.from_pretrained(tmp_path / "joint" / "cross_model")
+    assert cross.model.config.num_labels == 1
