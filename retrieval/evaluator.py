@@ -12,15 +12,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
+import numpy as np
 
 from retrieval.encoding import encode_corpus
 from retrieval.indexing import index_from_table
 from retrieval.metrics import answer_recall, evaluate
 from retrieval.models.dual_encoder import DualEncoder
 from retrieval.retriever import Run, read_queries, search_queries, to_run
-from retrieval.tables.store import iter_shards, read_table, table_exists
+from retrieval.tables.lookup import passages_of
+from retrieval.tables.store import read_table, table_exists
 
 logger = logging.getLogger(__name__)
 DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@10", "recall@100")
@@ -46,18 +46,50 @@ def read_answers(table_dir: str | os.PathLike) -> dict[str, list[str]]:
     return dict(zip(table["qid"].to_pylist(), table["answers"].to_pylist()))
 
 
-def passages_of(corpus_dir: Path, pids: set[str]) -> dict[str, str]:
+def body_texts(corpus_dir: Path, pids: set[str]) -> dict[str, str]:
     """Body texts of just the ``pids`` asked for, read shard by shard to keep memory small.
 
     Titles are left out: DPR's answer check (qa_validation.check_answer) looks at the passage
     body only, so an answer found only in a title must not count as a hit.
     """
-    wanted = pa.array(sorted(pids), type=pa.string())
-    texts: dict[str, str] = {}
-    for shard in iter_shards(corpus_dir, columns=["pid", "text"]):
-        shard = shard.filter(pc.is_in(shard["pid"], value_set=wanted))
-        texts.update(zip(shard["pid"].to_pylist(), shard["text"].to_pylist()))
-    return texts
+    return {pid: text for pid, (_, text) in passages_of(corpus_dir, pids).items()}
+
+
+def check_labels(tables_dir: Path, split: str) -> tuple[bool, bool]:
+    """Whether ``split`` has qrels and answers; at least one of them must be there."""
+    has_qrels = table_exists(tables_dir / f"qrels-{split}")
+    has_answers = table_exists(tables_dir / f"answers-{split}")
+    if not (has_qrels or has_answers):
+        raise FileNotFoundError(f"{tables_dir}: no qrels-{split} or answers-{split} table")
+    return has_qrels, has_answers
+
+
+def evaluate_search(
+    tables_dir: str | os.PathLike,
+    split: str,
+    qids: list[str],
+    scores: np.ndarray,
+    pids: list[list[str]],
+    metrics: tuple[str, ...] = DEFAULT_METRICS,
+) -> RetrievalResult:
+    """Score any retriever's search output (``[nq, k]`` scores, pids padded with "") on a split.
+
+    Ranking metrics come from the split's qrels, answer recall@{1,5,20,100} (up to k) from its
+    answers; whichever of the two the split has.
+    """
+    tables_dir = Path(tables_dir)
+    has_qrels, has_answers = check_labels(tables_dir, split)
+    run = to_run(qids, scores, pids)
+    results: dict[str, float] = {}
+    if has_qrels:
+        results.update(evaluate(read_qrels(tables_dir / f"qrels-{split}"), run, metrics))
+    if has_answers:
+        ranked = {qid: [p for p in row if p] for qid, row in zip(qids, pids)}
+        texts_by_pid = body_texts(tables_dir / "corpus", {p for row in pids for p in row if p})
+        ks = tuple(x for x in (1, 5, 20, 100) if x <= scores.shape[1])
+        answers = read_answers(tables_dir / f"answers-{split}")
+        results.update(answer_recall(ranked, texts_by_pid, answers, ks))
+    return RetrievalResult(results, run)
 
 
 def evaluate_retriever(
@@ -72,10 +104,7 @@ def evaluate_retriever(
 ) -> RetrievalResult:
     """Score ``model`` on ``tables_dir``'s ``queries-{split}`` against its ``corpus``."""
     tables_dir = Path(tables_dir)
-    has_qrels = table_exists(tables_dir / f"qrels-{split}")
-    has_answers = table_exists(tables_dir / f"answers-{split}")
-    if not (has_qrels or has_answers):
-        raise FileNotFoundError(f"{tables_dir}: no qrels-{split} or answers-{split} table")
+    check_labels(tables_dir, split)  # fail before the costly encoding
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="rqa-eval-") as tmp:
         started = time.perf_counter()
@@ -85,15 +114,7 @@ def evaluate_retriever(
     started = time.perf_counter()
     qids, texts = read_queries(tables_dir / f"queries-{split}")
     scores, pids = search_queries(model, qids, texts, index, k)
-    run = to_run(qids, scores, pids)
     timings["search"] = time.perf_counter() - started
-    results: dict[str, float] = {}
-    if has_qrels:
-        results.update(evaluate(read_qrels(tables_dir / f"qrels-{split}"), run, metrics))
-    if has_answers:
-        ranked = {qid: [p for p in row if p] for qid, row in zip(qids, pids)}
-        texts_by_pid = passages_of(tables_dir / "corpus", {p for row in pids for p in row if p})
-        ks = tuple(x for x in (1, 5, 20, 100) if x <= k)
-        answers = read_answers(tables_dir / f"answers-{split}")
-        results.update(answer_recall(ranked, texts_by_pid, answers, ks))
-    return RetrievalResult(results, run, timings)
+    result = evaluate_search(tables_dir, split, qids, scores, pids, metrics)
+    result.timings_s.update(timings)
+    return result

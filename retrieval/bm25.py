@@ -1,0 +1,226 @@
+"""BM25 over a corpus table, on the bm25s library: the sparse baseline and DPR-style negatives.
+
+Holds tokenization settings, top-k selection, saving, mining and evaluation; the BM25 formula
+itself is bm25s's (method "lucene": Lucene >= 8, which drops the constant ``k1 + 1`` factor).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import bm25s
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import Stemmer
+from tqdm.auto import tqdm
+
+from retrieval.evaluator import (
+    DEFAULT_METRICS,
+    RetrievalResult,
+    check_labels,
+    evaluate_search,
+    read_qrels,
+)
+from retrieval.indexing.vectors import check_k
+from retrieval.models.dual_encoder import passage_text
+from retrieval.retriever import read_queries, to_candidates
+from retrieval.tables.errors import DataError
+from retrieval.tables.store import atomic_dir, iter_shards, write_json_atomic
+
+logger = logging.getLogger(__name__)
+SETTINGS_FILE = "rqa_bm25.json"
+PIDS_FILE = "pids.parquet"
+
+
+@dataclass
+class BM25Settings:
+    """BM25 parameters and text processing (defaults: Anserini's k1 0.9, b 0.4 for BEIR)."""
+
+    k1: float = 0.9
+    b: float = 0.4
+    method: str = "lucene"
+    stopwords: str = "en"
+    stemmer: str = "english"  # a Snowball language of PyStemmer; "" for no stemming
+
+
+class BM25Retriever:
+    """A bm25s index over a corpus plus the pid of each of its rows."""
+
+    def __init__(self, index: bm25s.BM25, pids: pa.Array, settings: BM25Settings):
+        if index.scores["num_docs"] != len(pids):
+            raise ValueError(f"index has {index.scores['num_docs']} docs but {len(pids)} pids")
+        self.index = index
+        self.pids = pids
+        self.settings = settings
+        self._lookup = pa.concat_arrays([pids, pa.array([""], type=pa.string())])
+
+    def __len__(self) -> int:
+        return len(self.pids)
+
+    @classmethod
+    def build(
+        cls,
+        corpus_dir: str | os.PathLike,
+        settings: BM25Settings | None = None,
+        show_progress: bool = True,
+    ) -> BM25Retriever:
+        """Index a corpus table (title + " " + text per passage), reading it shard by shard."""
+        settings = settings or BM25Settings()
+        stemmer = _stemmer(settings)
+        tokenizer = bm25s.tokenization.Tokenizer(
+            stopwords=settings.stopwords, stemmer=stemmer.stemWord if stemmer else None
+        )
+        token_ids: list[list[int]] = []
+        pid_chunks: list[pa.Array] = []
+        for shard in tqdm(
+            iter_shards(corpus_dir, columns=["pid", "title", "text"]),
+            desc="bm25 tokenize corpus shards",
+            disable=not show_progress,
+        ):
+            titles, bodies = shard["title"].to_pylist(), shard["text"].to_pylist()
+            texts = [passage_text(a, b) for a, b in zip(titles, bodies)]
+            # allow_empty=False: an empty passage has no tokens, not a made-up "" token
+            token_ids.extend(
+                tokenizer.tokenize(texts, update_vocab=True, show_progress=False, allow_empty=False)
+            )
+            pid_chunks.extend(shard["pid"].chunks)
+        if not tokenizer.get_vocab_dict():
+            raise DataError(corpus_dir, "no passage has any indexable token")
+        index = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method, backend="numpy")
+        corpus = bm25s.tokenization.Tokenized(ids=token_ids, vocab=tokenizer.get_vocab_dict())
+        index.index(corpus, create_empty_token=False, show_progress=show_progress)
+        pids = pa.concat_arrays(pid_chunks) if pid_chunks else pa.array([], type=pa.string())
+        return cls(index, pids, settings)
+
+    def query_token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Each query's tokens as index vocabulary ids (tokens the corpus never had are dropped)."""
+        stemmer = _stemmer(self.settings)
+        tokens = bm25s.tokenize(
+            texts,
+            stopwords=self.settings.stopwords,
+            stemmer=stemmer,
+            return_ids=False,
+            show_progress=False,
+        )
+        return [self.index.get_tokens_ids(row) for row in tokens]
+
+    def search(
+        self, texts: list[str], k: int, show_progress: bool = False
+    ) -> tuple[np.ndarray, list[list[str]]]:
+        """Top-``k`` passages per query: (scores float32 [nq, k], pids [nq][k]), rank order.
+
+        Only passages sharing a term with the query are results (as in Lucene); rows with
+        fewer are padded with -inf and "". Ties are broken by corpus row, ascending.
+        """
+        check_k(k)
+        scores = np.full((len(texts), k), -np.inf, dtype=np.float32)
+        rows = np.full((len(texts), k), -1, dtype=np.int64)
+        queries = self.query_token_ids(texts)
+        for i, ids in enumerate(tqdm(queries, desc="bm25 search", disable=not show_progress)):
+            if ids:
+                top_scores, top_rows = _top_k(self.index.get_scores_from_ids(ids), k)
+                scores[i, : len(top_rows)], rows[i, : len(top_rows)] = top_scores, top_rows
+        flat = np.where(rows < 0, len(self._lookup) - 1, rows).ravel()
+        pids = self._lookup.take(pa.array(flat)).to_numpy(zero_copy_only=False)
+        return scores, pids.reshape(rows.shape).tolist()
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """bm25s's index files, the pids and the settings; written atomically."""
+        with atomic_dir(folder) as tmp:
+            self.index.save(tmp, show_progress=False)
+            pq.write_table(pa.table({"pid": self.pids}), tmp / PIDS_FILE)
+            write_json_atomic(tmp / SETTINGS_FILE, asdict(self.settings))
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, mmap: bool = False) -> BM25Retriever:
+        folder = Path(folder)
+        settings = BM25Settings(**json.loads((folder / SETTINGS_FILE).read_text()))
+        index = bm25s.BM25.load(folder, mmap=mmap, show_progress=False)
+        pids = pq.read_table(folder / PIDS_FILE)["pid"].combine_chunks()
+        return cls(index, pids, settings)
+
+
+def _stemmer(settings: BM25Settings) -> Stemmer.Stemmer | None:
+    return Stemmer.Stemmer(settings.stemmer) if settings.stemmer else None
+
+
+def _top_k(doc_scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` of the matching (score > 0) rows: score descending, then row ascending.
+
+    Lucene's idf is always positive, so a passage scores > 0 exactly when it shares a term.
+    """
+    rows = np.flatnonzero(doc_scores > 0)
+    values = doc_scores[rows]
+    if len(rows) > k:  # partition first: a common term can match most of a big corpus
+        kth = np.partition(values, len(values) - k)[len(values) - k]
+        keep = values >= kth  # ties at the k-th score all stay, for a deterministic cut
+        rows, values = rows[keep], values[keep]
+    order = np.lexsort((rows, -values))[:k]
+    return values[order], rows[order]
+
+
+def bm25_candidates(
+    corpus_dir: str | os.PathLike,
+    queries_dir: str | os.PathLike,
+    k: int,
+    exclude_qrels_dir: str | os.PathLike | None = None,
+    retriever: BM25Retriever | None = None,
+    show_progress: bool = True,
+) -> pa.Table:
+    """BM25's top-``k`` per query as a CANDIDATES table (qid, pids, scores in rank order).
+
+    With ``exclude_qrels_dir``, each query's judged positives (relevance > 0) are removed, as DPR
+    does when it mines BM25 hard negatives; the list is still filled up to ``k`` where possible.
+    Pass a built ``retriever`` to reuse one index for several query sets.
+    """
+    check_k(k)
+    if retriever is None:
+        retriever = BM25Retriever.build(corpus_dir, show_progress=show_progress)
+    qids, texts = read_queries(queries_dir)
+    if exclude_qrels_dir is None:
+        scores, pids = retriever.search(texts, k, show_progress=show_progress)
+        return to_candidates(qids, scores, pids)
+    qrels = read_qrels(exclude_qrels_dir)
+    positives = {qid: {p for p, rel in judged.items() if rel > 0} for qid, judged in qrels.items()}
+    extra = max((len(positives.get(qid, ())) for qid in qids), default=0)
+    scores, pids = retriever.search(texts, k + extra, show_progress=show_progress)
+    kept_scores = np.full((len(qids), k), -np.inf, dtype=np.float32)
+    kept_pids = [[""] * k for _ in qids]
+    for i, qid in enumerate(qids):
+        drop = positives.get(qid, set())
+        cols = [j for j, pid in enumerate(pids[i]) if pid and pid not in drop][:k]
+        kept_scores[i, : len(cols)] = scores[i, cols]
+        kept_pids[i][: len(cols)] = [pids[i][j] for j in cols]
+    return to_candidates(qids, kept_scores, kept_pids)
+
+
+def evaluate_bm25(
+    tables_dir: str | os.PathLike,
+    split: str,
+    metrics: tuple[str, ...] = DEFAULT_METRICS,
+    k: int = 100,
+    retriever: BM25Retriever | None = None,
+    show_progress: bool = True,
+) -> RetrievalResult:
+    """Score BM25 on ``tables_dir``'s ``queries-{split}`` against its ``corpus``, like
+    ``evaluate_retriever`` does for a dual encoder (qrels metrics and/or answer recall)."""
+    tables_dir = Path(tables_dir)
+    check_labels(tables_dir, split)  # fail before indexing
+    timings: dict[str, float] = {}
+    if retriever is None:
+        started = time.perf_counter()
+        retriever = BM25Retriever.build(tables_dir / "corpus", show_progress=show_progress)
+        timings["index"] = time.perf_counter() - started
+    started = time.perf_counter()
+    qids, texts = read_queries(tables_dir / f"queries-{split}")
+    scores, pids = retriever.search(texts, k, show_progress=show_progress)
+    timings["search"] = time.perf_counter() - started
+    result = evaluate_search(tables_dir, split, qids, scores, pids, metrics)
+    result.timings_s.update(timings)
+    return result

@@ -1,0 +1,194 @@
+"""BM25Retriever against the Lucene BM25 formula written out here, and on real SciFact dev.
+
+Tokens come from bm25s's own tokenizer and PyStemmer (the text processing is configuration);
+the scoring reference is independent of bm25s: the library must not grade itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import bm25s
+import numpy as np
+import pytest
+import Stemmer
+
+from retrieval.bm25 import BM25Retriever, bm25_candidates, evaluate_bm25
+from retrieval.retriever import to_candidates
+from retrieval.tables import CORPUS, QRELS, QUERIES, read_table, write_table
+
+K1, B = 0.9, 0.4
+DOCS = [  # (pid, title, text); rows 5 and 6 are identical, their pids in reverse order
+    ("d0", "Cats", "The cat sat on the mat."),
+    ("d1", "", "Dogs and cats are running; a dog runs fast, faster than cats."),
+    ("d2", None, "Mats of fast running cats"),
+    ("d3", "", "the and of"),  # stopwords only: a passage with no tokens
+    ("d4", "Quantum", "Quantum physics of cats and dogs, and of quantum dogs"),
+    ("b2", "Birds", "Bird song in the morning"),
+    ("b1", "Birds", "Bird song in the morning"),
+    ("d7", "Physics", "Running experiments in physics labs"),
+]
+QUERY_TEXTS = [
+    "running cats",
+    "Dog",
+    "the of",  # stopwords only
+    "quantum cat cat",  # a repeated term counts twice
+    "bird songs",
+    "zebra unknownword",  # no term in the corpus
+    "physics of running dogs",
+]
+
+
+def tokens_of(texts: list[str]) -> list[list[str]]:
+    stemmer = Stemmer.Stemmer("english")
+    return bm25s.tokenize(
+        texts, stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False
+    )
+
+
+def lucene_bm25(query: list[str], docs: list[list[str]]) -> list[float]:
+    """Lucene BM25 of one query against every doc, summed over query tokens.
+
+    idf = ln(1 + (N - df + 0.5) / (df + 0.5))
+    tf part = tf (k1 + 1) / (tf + k1 (1 - b + b dl / avgdl))
+    Lucene >= 8 (and bm25s's "lucene") drop the constant factor (k1 + 1), so it is divided out.
+    """
+    n = len(docs)
+    avgdl = sum(len(d) for d in docs) / n
+    df = Counter(t for d in docs for t in set(d))
+    scores = []
+    for doc in docs:
+        tf, dl, total = Counter(doc), len(doc), 0.0
+        for term in query:
+            if tf[term]:
+                idf = math.log(1 + (n - df[term] + 0.5) / (df[term] + 0.5))
+                part = tf[term] * (K1 + 1) / (tf[term] + K1 * (1 - B + B * dl / avgdl))
+                total += idf * part / (K1 + 1)
+        scores.append(total)
+    return scores
+
+
+def doc_texts() -> list[str]:
+    return [f"{title} {text}".strip() if title else text for _, title, text in DOCS]
+
+
+@pytest.fixture(scope="module")
+def tiny_tables(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bm25")
+    rows = [{"pid": p, "title": t, "text": x} for p, t, x in DOCS]
+    write_table(root / "corpus", rows, CORPUS, shard_rows=3)  # several shards
+    queries = [{"qid": f"q{i}", "text": t} for i, t in enumerate(QUERY_TEXTS)]
+    write_table(root / "queries-dev", queries, QUERIES)
+    qrels = [
+        {"qid": "q0", "pid": "d2", "relevance": 1},
+        {"qid": "q0", "pid": "d1", "relevance": 2},
+        {"qid": "q0", "pid": "d0", "relevance": 0},  # judged, not relevant: may stay
+        {"qid": "q4", "pid": "b1", "relevance": 1},
+    ]
+    write_table(root / "qrels-dev", qrels, QRELS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_tables) -> BM25Retriever:
+    return BM25Retriever.build(tiny_tables / "corpus", show_progress=False)
+
+
+def test_scores_equal_lucene_formula(tiny):
+    docs = tokens_of(doc_texts())
+    k = len(DOCS) + 2  # more than the corpus: the tail is padding
+    scores, pids = tiny.search(QUERY_TEXTS, k)
+    assert scores.shape == (len(QUERY_TEXTS), k) and scores.dtype == np.float32
+    for query, row_scores, row_pids in zip(tokens_of(QUERY_TEXTS), scores, pids):
+        expected = lucene_bm25(query, docs)
+        matched = {DOCS[i][0]: s for i, s in enumerate(expected) if s > 0}
+        got = {pid: float(s) for pid, s in zip(row_pids, row_scores) if pid}
+        assert got.keys() == matched.keys()
+        for pid, value in matched.items():
+            assert got[pid] == pytest.approx(value, rel=1e-5)
+        n = len(matched)
+        assert list(row_scores[:n]) == sorted(row_scores[:n], reverse=True)
+        assert np.all(np.isneginf(row_scores[n:])) and row_pids[n:] == [""] * (k - n)
+
+
+def test_edge_queries_and_ties(tiny):
+    scores, pids = tiny.search(["the of", "zebra unknownword", "bird songs", ""], 3)
+    for row in range(2):  # no term of the corpus: nothing matches
+        assert pids[row] == ["", "", ""] and np.all(np.isneginf(scores[row]))
+    assert pids[2][:2] == ["b2", "b1"]  # identical passages: ties go to the lower corpus row
+    assert scores[2, 0] == scores[2, 1] > 0
+    assert pids[3] == ["", "", ""]
+    assert tiny.search([], 4)[0].shape == (0, 4)
+    with pytest.raises(ValueError):
+        tiny.search(["cats"], 0)
+
+
+def test_top_k_is_a_prefix_of_the_full_ranking(tiny):
+    full_scores, full_pids = tiny.search(QUERY_TEXTS, len(DOCS))
+    scores, pids = tiny.search(QUERY_TEXTS, 2)
+    assert [row[:2] for row in full_pids] == pids
+    np.testing.assert_array_equal(full_scores[:, :2], scores)
+
+
+def test_save_load_round_trip(tiny, tmp_path):
+    tiny.save(tmp_path / "bm25")
+    again = BM25Retriever.load(tmp_path / "bm25")
+    assert len(again) == len(tiny) and again.settings == tiny.settings
+    for a, b in zip(tiny.search(QUERY_TEXTS, 5), again.search(QUERY_TEXTS, 5)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_candidates_drop_judged_positives(tiny, tiny_tables):
+    plain = bm25_candidates(
+        tiny_tables / "corpus", tiny_tables / "queries-dev", 3, retriever=tiny, show_progress=False
+    )
+    scores, pids = tiny.search(QUERY_TEXTS, 3)
+    assert plain.equals(to_candidates([f"q{i}" for i in range(len(QUERY_TEXTS))], scores, pids))
+    mined = bm25_candidates(
+        tiny_tables / "corpus",
+        tiny_tables / "queries-dev",
+        3,
+        exclude_qrels_dir=tiny_tables / "qrels-dev",
+        retriever=tiny,
+        show_progress=False,
+    ).to_pylist()
+    full_scores, full_pids = tiny.search(QUERY_TEXTS, len(DOCS))
+    drop = {"q0": {"d1", "d2"}, "q4": {"b1"}}
+    for i, row in enumerate(mined):
+        keep = [
+            (p, float(s))
+            for p, s in zip(full_pids[i], full_scores[i])
+            if p and p not in drop.get(row["qid"], set())
+        ][:3]
+        assert list(zip(row["pids"], row["scores"])) == keep
+    assert "d0" in mined[0]["pids"] and len(mined[0]["pids"]) == 3  # refilled up to k
+
+
+def test_evaluate_needs_labels(tiny_tables):
+    with pytest.raises(FileNotFoundError):
+        evaluate_bm25(tiny_tables, "test", show_progress=False)
+
+
+def test_scifact_dev_ndcg(scifact_tables):
+    """DESIGN.md's calibration: bm25s, Lucene, k1 0.9, b 0.4, stopwords, Snowball: 0.665."""
+    retriever = BM25Retriever.build(scifact_tables / "corpus", show_progress=False)
+    assert len(retriever) == 5183
+    result = evaluate_bm25(
+        scifact_tables, "dev", ("ndcg@10", "recall@100"), retriever=retriever, show_progress=False
+    )
+    assert abs(result.metrics["ndcg@10"] - 0.665) < 0.01
+    assert len(result.run) == 100
+    mined = bm25_candidates(
+        scifact_tables / "corpus",
+        scifact_tables / "queries-train",
+        10,
+        exclude_qrels_dir=scifact_tables / "qrels-train",
+        retriever=retriever,
+        show_progress=False,
+    )
+    qrels = read_table(scifact_tables / "qrels-train").to_pylist()
+    positives = {(r["qid"], r["pid"]) for r in qrels if r["relevance"] > 0}
+    rows = mined.to_pylist()
+    assert all(len(row["pids"]) == 10 for row in rows)
+    assert not any((row["qid"], pid) in positives for row in rows for pid in row["pids"])
