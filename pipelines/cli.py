@@ -10,10 +10,10 @@ import logging
 import os
 import sys
 
-from pipelines.commands import encode, evaluate, index, prepare, search, train
+from pipelines.commands import encode, evaluate, index, prepare, run, search, train
 from retrieval.tables.errors import DataError
 
-COMMANDS = (prepare, encode, index, search, evaluate, train)
+COMMANDS = (prepare, encode, index, search, evaluate, train, run)
 
 
 def build_parser() -> argparse.ArgumentParser:

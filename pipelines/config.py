@@ -1,0 +1,186 @@
+"""The pipeline YAML as typed objects: data, models, Ray, and one section per stage.
+
+Validated before any work: an unknown key, a wrong value or a missing path is one line naming it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from retrieval.training.config import TrainConfig, one_line
+
+STAGE_ORDER = (
+    "prepare",
+    "train_dual_0",
+    "mine",
+    "train_cross",
+    "denoise",
+    "train_dual_1",
+    "augment",
+    "train_dual_2",
+    "train_joint",
+    "evaluate",
+)
+PRESETS = {
+    "rocketqa": set(STAGE_ORDER) - {"train_joint"},
+    "rocketqav2": {
+        "prepare", "train_dual_0", "mine", "train_cross", "denoise", "train_joint", "evaluate",
+    },
+}  # fmt: skip
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DataSection(Strict):
+    beir: Path | None = Field(default=None, description="a BEIR folder (corpus, queries, qrels)")
+    tables: Path | None = Field(default=None, description="or a folder from `rqa prepare`")
+    train_split: str = "train"
+    eval_split: str = "dev"
+    max_corpus: int | None = Field(
+        default=None, ge=1, description="keep every judged passage plus the first N others"
+    )
+
+
+class RaySection(Strict):
+    address: str | None = Field(default=None, description="join a cluster; None = local Ray")
+    num_cpus: int | None = None
+
+
+class Stage(Strict):
+    enabled: bool | None = Field(default=None, description="None: as the preset says")
+
+
+class TrainStage(Stage):
+    """A training stage: ``train`` holds TrainConfig keys (epochs, batch_size, lr, workers...)."""
+
+    init: Literal["base", "previous"] = Field(
+        default="base", description="start from the base model or the previous stage's model"
+    )
+    bm25_negatives: int = Field(default=0, ge=0, description="train_dual_0: BM25 hard negatives")
+    train: dict = Field(default_factory=dict)
+
+
+class MineStage(Stage):
+    depth: int = Field(default=100, ge=1, description="retrieve this many per train query")
+    negatives: int = Field(default=30, ge=1, description="keep the top N non-positives")
+    batch_size: int = 32
+    factory: str = "Flat"
+
+
+class DenoiseStage(Stage):
+    """RocketQA: a mined passage whose cross-encoder probability is above ``positive_above`` is
+    a likely false negative and dropped; below ``negative_below`` it is a denoised negative."""
+
+    negative_below: float = Field(default=0.1, ge=0, le=1)
+    positive_above: float = Field(default=0.9, ge=0, le=1)
+    undenoised: int = Field(default=8, ge=0, description="train_joint: undenoised negatives kept")
+    batch_size: int = 32
+
+
+class AugmentStage(Stage):
+    queries_file: Path | None = Field(default=None, description="unlabeled queries, one a line")
+    from_corpus: int = Field(default=0, ge=0, description="pseudo-queries: titles of N passages")
+    depth: int = Field(default=20, ge=1)
+    positive_above: float = Field(default=0.9, ge=0, le=1)
+    negative_below: float = Field(default=0.1, ge=0, le=1)
+    max_negatives: int = Field(default=4, ge=1)
+    batch_size: int = 32
+
+
+class EvaluateStage(Stage):
+    k: int = Field(default=100, ge=1)
+    rerank_depth: int = Field(default=100, ge=1)
+    bm25: bool = True
+    zero_shot: bool = True
+    batch_size: int = 32
+
+
+class Stages(Strict):
+    prepare: Stage = Stage()
+    train_dual_0: TrainStage = TrainStage()
+    mine: MineStage = MineStage()
+    train_cross: TrainStage = TrainStage()
+    denoise: DenoiseStage = DenoiseStage()
+    train_dual_1: TrainStage = TrainStage()
+    augment: AugmentStage = AugmentStage()
+    train_dual_2: TrainStage = TrainStage()
+    train_joint: TrainStage = TrainStage()
+    evaluate: EvaluateStage = EvaluateStage()
+
+
+class PipelineConfig(Strict):
+    name: str
+    run_dir: Path | None = Field(default=None, description="default runs/NAME")
+    preset: Literal["rocketqa", "rocketqav2"] = "rocketqa"
+    model: str = Field(description="dual encoder to start from (HF id or folder)")
+    cross_model: str | None = Field(default=None, description="default: the same as model")
+    model_settings: dict = Field(default_factory=dict, description="DualEncoderSettings keys")
+    data: DataSection
+    ray: RaySection = RaySection()
+    stages: Stages = Stages()
+    seed: int = 42
+
+    def enabled(self, stage: str) -> bool:
+        flag = getattr(self.stages, stage).enabled
+        return flag if flag is not None else stage in PRESETS[self.preset]
+
+    def enabled_stages(self) -> list[str]:
+        return [s for s in STAGE_ORDER if self.enabled(s)]
+
+    def resolved_run_dir(self) -> Path:
+        return (self.run_dir or Path("runs") / self.name).resolve()
+
+
+_TRAIN_KEYS_SET_BY_STAGE = {"model", "cross_model", "output_dir", "data", "kind"}
+
+
+def check_train_sections(config: PipelineConfig, source: object) -> None:
+    """Validate each training stage's ``train`` keys as a TrainConfig would, naming the stage."""
+    for stage in ("train_dual_0", "train_cross", "train_dual_1", "train_dual_2", "train_joint"):
+        section = getattr(config.stages, stage).train
+        clash = _TRAIN_KEYS_SET_BY_STAGE & set(section)
+        if clash:
+            key = sorted(clash)[0]
+            raise ValueError(f"{source}: key 'stages.{stage}.train.{key}': set by the pipeline")
+        kind = {"train_cross": "cross", "train_joint": "joint"}.get(stage, "dual")
+        probe = {"model": "m", "cross_model": "m", "output_dir": ".", "data": {"tables": "."}}
+        try:
+            TrainConfig.model_validate({**probe, "kind": kind, **section})
+        except ValidationError as err:
+            raise ValueError(one_line(err, f"{source}: stages.{stage}.train")) from None
+
+
+def load_pipeline_config(path: str | Path) -> PipelineConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of keys at the top level")
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ValueError(one_line(err, path)) from None
+    check_train_sections(config, path)
+    check_data(config, path)
+    return config
+
+
+def check_data(config: PipelineConfig, source: object) -> None:
+    data = config.data
+    if (data.beir is None) == (data.tables is None):
+        raise ValueError(f"{source}: key 'data': give exactly one of data.beir, data.tables")
+    folder = data.beir or data.tables
+    if not folder.exists():
+        raise FileNotFoundError(
+            f"{source}: key 'data.{'beir' if data.beir else 'tables'}': {folder} does not exist"
+        )
+    queries = config.stages.augment.queries_file
+    if config.enabled("augment") and queries is not None and not queries.is_file():
+        raise FileNotFoundError(f"{source}: key 'stages.augment.queries_file': {queries} not found")

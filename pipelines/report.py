@@ -1,0 +1,190 @@
+"""The run report of a pipeline run: a Markdown table of each stage's metrics, time and memory,
+a Recall@k plot, and ``report.md`` / ``report.json`` written atomically into the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+Record = Mapping[str, Any]
+
+MISSING = "–"
+PLOT_NAME = "recall_at_k.png"
+METRIC_COLUMNS = (
+    ("nDCG@10", "ndcg@10"),
+    ("MRR@10", "mrr@10"),
+    ("R@10", "recall@10"),
+    ("R@100", "recall@100"),
+    ("re-ranked nDCG@10", "rerank_ndcg@10"),
+)
+HEADERS = ("stage", "status", *(title for title, _ in METRIC_COLUMNS), "wall time", "peak memory")
+RECALL_KEY = re.compile(r"recall@(\d+)")
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a float, or None when it is absent, not a number, or NaN."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return None if math.isnan(value) else float(value)
+
+
+def _metric(record: Record, key: str) -> str:
+    value = _number((record.get("metrics") or {}).get(key))
+    return MISSING if value is None else f"{value:.3f}"
+
+
+def _duration(seconds: object) -> str:
+    """``42 s``, ``7 min 13 s`` or ``1 h 02 min``; tenths of a second below 10 s."""
+    value = _number(seconds)
+    if value is None:
+        return MISSING
+    if value < 9.95:
+        return f"{value:.1f} s"
+    if value < 59.5:
+        return f"{round(value)} s"
+    if value < 3599.5:
+        minutes, secs = divmod(round(value), 60)
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(round(value / 60), 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _memory(megabytes: object) -> str:
+    """``812 MB`` below one GiB, ``1.5 GB`` above."""
+    value = _number(megabytes)
+    if value is None:
+        return MISSING
+    return f"{value:.0f} MB" if value < 1023.5 else f"{value / 1024:.1f} GB"
+
+
+def _cell(value: object) -> str:
+    return MISSING if value is None else str(value).replace("|", "\\|")
+
+
+def _row(record: Record) -> list[str]:
+    metrics = [_metric(record, key) for _, key in METRIC_COLUMNS]
+    stage, status = _cell(record.get("stage")), _cell(record.get("status"))
+    return [
+        stage,
+        status,
+        *metrics,
+        _duration(record.get("wall_s")),
+        _memory(record.get("peak_rss_mb")),
+    ]
+
+
+def format_table(records: Sequence[Record]) -> str:
+    """A Markdown table, one row per record, padded so it also reads well in a terminal."""
+    rows = [list(HEADERS), *(_row(r) for r in records)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADERS))]
+    rule = [("-" * (w - 1) + ":") if i >= 2 else "-" * w for i, w in enumerate(widths)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    return "\n".join([line(rows[0]), line(rule), *(line(row) for row in rows[1:])])
+
+
+def recall_curves(records: Sequence[Record]) -> dict[str, list[tuple[int, float]]]:
+    """Each stage's (k, Recall@k) points sorted by k, for stages with at least two of them."""
+    curves = {}
+    for record in records:
+        points = []
+        for key, value in (record.get("metrics") or {}).items():
+            match, number = RECALL_KEY.fullmatch(str(key)), _number(value)
+            if match and number is not None and int(match[1]) > 0:
+                points.append((int(match[1]), number))
+        if len(points) >= 2:
+            curves[_label(record)] = sorted(points)
+    return curves
+
+
+def _label(record: Record) -> str:
+    stage, model = str(record.get("stage")), record.get("model")
+    return f"{stage} ({model})" if model else stage
+
+
+def _replace_atomically(path: Path, write: Callable[[Path], object]) -> Path:
+    """Let ``write`` fill a hidden sibling temporary file, then rename it onto ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _recall_figure(curves: Mapping[str, Sequence[tuple[int, float]]]) -> Figure:
+    fig = Figure(figsize=(7, 4.5), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for label, points in curves.items():
+        ks, values = zip(*points)
+        ax.plot(ks, values, marker="o", label=label)
+    ks = sorted({k for points in curves.values() for k, _ in points})
+    ax.set_xscale("log")
+    ax.set_xticks(ks, labels=[str(k) for k in ks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(bottom=0)
+    ax.set(xlabel="k (retrieved passages)", ylabel="Recall@k", title="Recall@k per stage")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_recall(records: Sequence[Record], path: str | os.PathLike) -> Path | None:
+    """Write the Recall@k PNG to ``path``; None, and no file, when no stage has two points."""
+    curves = recall_curves(records)
+    if not curves:
+        return None
+    fig = _recall_figure(curves)
+    return _replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def _markdown(name: str, table: str, plot: Path | None, config: Mapping | None) -> str:
+    parts = [f"# Run report: {name}", table]
+    if plot is not None:
+        parts.append(f"![Recall@k per stage]({plot.name})")
+    if config:
+        lines = "\n".join(f"- {key}: {value}" for key, value in config.items())
+        parts.append(f"## Configuration\n\n{lines}")
+    return "\n\n".join(parts) + "\n"
+
+
+def write_report(
+    run_dir: str | os.PathLike,
+    records: Sequence[Record],
+    config_summary: dict | None = None,
+) -> Path:
+    """Write the plot, ``report.json`` and, last, ``report.md`` into ``run_dir``; return the last.
+
+    A stale plot from an earlier report is removed when no stage has Recall@k values now.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plot = plot_recall(records, run_dir / PLOT_NAME)
+    if plot is None:
+        (run_dir / PLOT_NAME).unlink(missing_ok=True)
+    payload = {"run": run_dir.name, "records": list(records), "config": config_summary}
+    text = json.dumps(payload, indent=2, default=str) + "\n"
+    _replace_atomically(run_dir / "report.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    markdown = _markdown(run_dir.name, format_table(records), plot, config_summary)
+    return _replace_atomically(
+        run_dir / "report.md", lambda tmp: tmp.write_text(markdown, encoding="utf-8")
+    )

@@ -1,0 +1,75 @@
+"""Stage augment (RocketQA): unlabeled queries are retrieved by the current dual encoder and
+pseudo-labelled by the cross-encoder: confident positives and negatives become new examples.
+
+Queries come from a file (one a line) or are derived from the corpus (passage titles).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipelines.stages import last_dual_before
+from pipelines.stages.ce_scores import ce_probabilities
+from pipelines.stages.context import StageContext
+from retrieval.encoding import encode_corpus
+from retrieval.indexing import index_from_table
+from retrieval.models import DualEncoder
+from retrieval.retriever import search_queries
+from retrieval.tables.schemas import EXAMPLES, QUERIES
+from retrieval.tables.store import read_table, write_table
+
+
+def unlabeled_queries(ctx: StageContext) -> list[str]:
+    section = ctx.section
+    texts: list[str] = []
+    if section.queries_file is not None:
+        lines = section.queries_file.read_text(encoding="utf-8").splitlines()
+        texts += [line.strip() for line in lines if line.strip()]
+    if section.from_corpus:
+        titles = read_table(ctx.tables / "corpus", columns=["title"])["title"].to_pylist()
+        titles = [t for t in titles if t and len(t.split()) >= 4]
+        rng = np.random.default_rng(ctx.config.seed)
+        picked = rng.choice(len(titles), size=min(section.from_corpus, len(titles)), replace=False)
+        texts += [titles[i] for i in sorted(picked)]
+    if not texts:
+        raise ValueError("stage augment: set stages.augment.queries_file or from_corpus")
+    return list(dict.fromkeys(texts))
+
+
+def run(ctx: StageContext) -> dict:
+    section = ctx.section
+    texts = unlabeled_queries(ctx)
+    qids = [f"aug-{i}" for i in range(len(texts))]
+    ctx.out.mkdir(parents=True)
+    write_table(
+        ctx.out / "queries-augmented", [{"qid": q, "text": t} for q, t in zip(qids, texts)], QUERIES
+    )
+    model = DualEncoder.from_pretrained(
+        ctx.stage_dir(last_dual_before(ctx.config, "augment")) / "model"
+    )
+    encode_corpus(model, ctx.tables / "corpus", ctx.work / "embeddings", section.batch_size)
+    index = index_from_table(ctx.work / "embeddings")
+    _, pids = search_queries(model, qids, texts, index, section.depth)
+    probs = ce_probabilities(
+        ctx.stage_dir("train_cross") / "model",
+        {q: [p for p in row if p] for q, row in zip(qids, pids)},
+        ctx.tables / "corpus",
+        ctx.out / "queries-augmented",
+        section.batch_size,
+    )
+    rows = []
+    for qid, text, ranked in zip(qids, texts, pids):
+        p = probs.get(qid, {})
+        positives = [x for x in ranked if x and p.get(x, 0.0) > section.positive_above]
+        negatives = [x for x in ranked if x and p.get(x, 1.0) < section.negative_below]
+        if positives:
+            rows.append(
+                {
+                    "qid": qid,
+                    "query": text,
+                    "positives": positives,
+                    "negatives": negatives[: section.max_negatives],
+                }
+            )
+    write_table(ctx.out / "examples-augmented", rows, EXAMPLES)
+    return {"unlabeled_queries": len(texts), "augmented_examples": len(rows)}

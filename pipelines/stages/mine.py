@@ -1,0 +1,42 @@
+"""Stage mine: the current dual encoder retrieves top-k passages for every training query;
+the top non-positive ones become hard-negative candidates (RocketQA's mined negatives)."""
+
+from __future__ import annotations
+
+from pipelines.stages import last_dual_before
+from pipelines.stages.context import StageContext
+from retrieval.encoding import encode_corpus
+from retrieval.indexing import index_from_table
+from retrieval.models import DualEncoder
+from retrieval.retriever import read_queries, search_queries, to_candidates
+from retrieval.tables.schemas import CANDIDATES, EXAMPLES
+from retrieval.tables.store import write_table
+from retrieval.training.examples import examples_from_qrels
+
+
+def mined_examples(tables, split: str, candidates, keep: int) -> list[dict]:
+    """Positives from the qrels; negatives: the top ``keep`` retrieved passages that are not."""
+    ranked = dict(zip(candidates["qid"].to_pylist(), candidates["pids"].to_pylist()))
+    rows = examples_from_qrels(tables, split).to_pylist()
+    for row in rows:
+        positives = set(row["positives"])
+        row["negatives"] = [p for p in ranked.get(row["qid"], []) if p not in positives][:keep]
+    return rows
+
+
+def run(ctx: StageContext) -> dict:
+    section, split = ctx.section, ctx.config.data.train_split
+    model = DualEncoder.from_pretrained(
+        ctx.stage_dir(last_dual_before(ctx.config, "mine")) / "model"
+    )
+    ctx.out.mkdir(parents=True)
+    encode_corpus(model, ctx.tables / "corpus", ctx.out / "embeddings", section.batch_size)
+    index = index_from_table(ctx.out / "embeddings", factory=section.factory)
+    qids, texts = read_queries(ctx.tables / f"queries-{split}")
+    scores, pids = search_queries(model, qids, texts, index, section.depth)
+    candidates = to_candidates(qids, scores, pids)
+    write_table(ctx.out / f"candidates-{split}", candidates, CANDIDATES)
+    rows = mined_examples(ctx.tables, split, candidates, section.negatives)
+    write_table(ctx.out / f"examples-{split}", rows, EXAMPLES)
+    with_negatives = sum(1 for r in rows if r["negatives"])
+    return {"queries": len(qids), "examples_with_negatives": with_negatives}

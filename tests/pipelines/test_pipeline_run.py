@@ -1,0 +1,144 @@
+"""The whole pipeline on a tiny slice with a tiny model, as `rqa run` runs it: every stage,
+caching, --only/--force, and a kill -9 in the middle of a training stage followed by a resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import STAGE_ORDER, load_pipeline_config
+
+TRAIN = {"max_steps": 4, "batch_size": 4, "launcher": "local", "checkpoint_every": 2}
+
+
+def tiny_config(tmp_path: Path, name: str, model: Path, scifact: Path) -> Path:
+    config = {
+        "name": name,
+        "run_dir": str(tmp_path / name),
+        "model": str(model),
+        "model_settings": {"query_max_len": 24, "passage_max_len": 48},
+        "data": {"beir": str(scifact), "max_corpus": 150},
+        "stages": {
+            "train_dual_0": {"bm25_negatives": 5, "train": {**TRAIN, "hard_negatives": 1}},
+            "mine": {"depth": 10, "negatives": 4},
+            "train_cross": {"train": {**TRAIN, "loss": "pointwise_bce", "group_size": 3,
+                                      "cross_max_len": 64}},
+            # a random re-ranker is unsure of everything: loose thresholds keep lists non-empty
+            "denoise": {"negative_below": 0.9, "positive_above": 0.99, "undenoised": 2},
+            "train_dual_1": {"train": {**TRAIN, "hard_negatives": 1}},
+            "augment": {"from_corpus": 12, "depth": 5, "positive_above": 0.0,
+                        "negative_below": 1.0},
+            "train_dual_2": {"train": TRAIN},
+            "train_joint": {"enabled": True, "train": {**TRAIN, "group_size": 3,
+                                                       "cross_max_len": 64}},
+            "evaluate": {"k": 20, "rerank_depth": 5},
+        },
+    }  # fmt: skip
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def rqa(*args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "pipelines.cli", *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> str:
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-4000:]
+    return out
+
+
+def manifest(run_dir: Path, stage: str) -> dict:
+    return json.loads((run_dir / stage / "_manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_bert_dir, scifact_dir):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    config = tiny_config(tmp, "whole", tiny_bert_dir, scifact_dir)
+    out = finish(rqa("run", str(config)))
+    return config, tmp / "whole", out
+
+
+def test_every_stage_runs_and_the_report_is_written(finished_run):
+    config, run_dir, out = finished_run
+    for stage in STAGE_ORDER:
+        assert manifest(run_dir, stage)["stage"] == stage
+    assert (run_dir / "train_joint" / "cross_model").is_dir()
+    metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text())
+    assert {"zero-shot", "bm25", "train_dual_0", "train_dual_2", "train_joint"} <= set(metrics)
+    assert 0 <= metrics["train_joint"]["rerank_ndcg@10"] <= 1
+    report = (run_dir / "report.md").read_text()
+    assert "train_dual_1" in report and (run_dir / "recall_at_k.png").is_file()
+    assert "| stage" in out  # the CLI prints the table too
+    assert not list(run_dir.glob(".*tmp*"))
+
+
+def test_second_run_does_no_work(finished_run):
+    config, run_dir, _ = finished_run
+    before = {s: manifest(run_dir, s)["fingerprint"] for s in STAGE_ORDER}
+    mtimes = {s: (run_dir / s / "_manifest.json").stat().st_mtime_ns for s in STAGE_ORDER}
+    finish(rqa("run", str(config)))
+    after = {s: (run_dir / s / "_manifest.json").stat().st_mtime_ns for s in STAGE_ORDER}
+    assert after == mtimes
+    assert before == {s: manifest(run_dir, s)["fingerprint"] for s in STAGE_ORDER}
+
+
+def test_only_and_force_rerun_just_that_stage(finished_run):
+    config, run_dir, _ = finished_run
+    mtimes = {s: (run_dir / s / "_manifest.json").stat().st_mtime_ns for s in STAGE_ORDER}
+    finish(rqa("run", str(config), "--only", "denoise", "--force", "denoise"))
+    changed = {s for s in STAGE_ORDER
+               if (run_dir / s / "_manifest.json").stat().st_mtime_ns != mtimes[s]}  # fmt: skip
+    assert changed == {"denoise"}
+
+
+def test_bad_config_is_one_line_before_any_work(tmp_path, tiny_bert_dir, scifact_dir):
+    path = tiny_config(tmp_path, "bad", tiny_bert_dir, scifact_dir)
+    raw = yaml.safe_load(path.read_text())
+    raw["stages"]["mine"]["dept"] = 3
+    path.write_text(yaml.safe_dump(raw))
+    proc = rqa("run", str(path))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert err.strip().count("\n") == 0 and "stages.mine.dept" in err
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ValueError, match="stages.train_cross.train: key 'los'"):
+        raw["stages"].pop("mine")
+        raw["stages"]["train_cross"]["train"]["los"] = "x"
+        path.write_text(yaml.safe_dump(raw))
+        load_pipeline_config(path)
+
+
+def test_killed_run_resumes_with_the_same_results(finished_run, tmp_path, tiny_bert_dir,
+                                                 scifact_dir):  # fmt: skip
+    _, whole_dir, _ = finished_run
+    config = tiny_config(tmp_path, "crashed", tiny_bert_dir, scifact_dir)
+    run_dir = tmp_path / "crashed"
+    proc = rqa("run", str(config))
+    deadline = time.time() + 600
+    while not list((run_dir / ".work").glob("train_cross-*/checkpoints/latest")):
+        assert proc.poll() is None, "the run ended before train_cross checkpointed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (run_dir / "mine" / "_manifest.json").is_file()
+    assert not (run_dir / "train_cross").exists()
+    finish(rqa("run", str(config)))
+    summary = json.loads((run_dir / "train_cross" / "train_summary.json").read_text())
+    assert summary["resumed_from"] >= 2
+    ours = json.loads((run_dir / "evaluate" / "metrics.json").read_text())
+    theirs = json.loads((whole_dir / "evaluate" / "metrics.json").read_text())
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        for metric, value in theirs[name].items():
+            assert ours[name][metric] == pytest.approx(value, abs=1e-6), (name, metric)
