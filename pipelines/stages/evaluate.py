@@ -14,6 +14,7 @@ from retrieval.metrics import evaluate, write_trec_run
 from retrieval.models import CrossEncoder, DualEncoder
 from retrieval.rerank import rerank
 from retrieval.retriever import to_candidates
+from retrieval.tables.store import table_exists
 
 METRICS = ("ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@10", "recall@20", "recall@50",
            "recall@100")  # fmt: skip
@@ -51,7 +52,7 @@ def run(ctx: StageContext) -> dict:
         write_trec_run(result.run, ctx.out / f"run-{name}.trec")
         results[name], last = result.metrics, (name, result)
     cross = final_cross_encoder(ctx)
-    if cross is not None and last is not None:
+    if cross is not None and last is not None and table_exists(ctx.tables / f"qrels-{split}"):
         results[last[0]]["rerank_ndcg@10"] = rerank_ndcg(ctx, cross, last[1].run, split)
     (ctx.out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -11,13 +11,14 @@ from retrieval.models import DualEncoder
 from retrieval.retriever import read_queries, search_queries, to_candidates
 from retrieval.tables.schemas import CANDIDATES, EXAMPLES
 from retrieval.tables.store import write_table
-from retrieval.training.examples import examples_from_qrels
+from retrieval.training.examples import load_examples
 
 
 def mined_examples(tables, split: str, candidates, keep: int) -> list[dict]:
-    """Positives from the qrels; negatives: the top ``keep`` retrieved passages that are not."""
+    """Positives from the examples table or the qrels; negatives: the top ``keep`` retrieved
+    passages that are not positives (replacing any negatives the dataset came with)."""
     ranked = dict(zip(candidates["qid"].to_pylist(), candidates["pids"].to_pylist()))
-    rows = examples_from_qrels(tables, split).to_pylist()
+    rows = load_examples(tables, split, None).to_pylist()
     for row in rows:
         positives = set(row["positives"])
         row["negatives"] = [p for p in ranked.get(row["qid"], []) if p not in positives][:keep]

@@ -37,7 +37,8 @@ def run(ctx: StageContext) -> dict:
         prepare_beir(data.beir, ctx.out, splits=splits)
     else:
         ctx.out.mkdir(parents=True)
-        for name in ["corpus", *[f"{kind}-{s}" for s in splits for kind in ("queries", "qrels")]]:
+        kinds = ("queries", "qrels", "answers", "examples")
+        for name in ["corpus", *[f"{kind}-{s}" for s in splits for kind in kinds]]:
             if table_exists(data.tables / name):
                 shutil.copytree(data.tables / name, ctx.out / name)
     if data.max_corpus:

@@ -13,7 +13,7 @@ from pipelines.stages import last_dual_before
 from pipelines.stages.context import StageContext
 from pipelines.train_launcher import launch
 from retrieval.tables.schemas import EXAMPLES
-from retrieval.tables.store import read_table, write_table
+from retrieval.tables.store import read_table, table_exists, write_table
 from retrieval.training.config import TrainConfig, absolute_paths
 
 KIND = {"train_cross": "cross", "train_joint": "joint"}
@@ -50,19 +50,20 @@ def examples_for(ctx: StageContext) -> Path | None:
 def bm25_examples(ctx: StageContext, split: str) -> Path:
     """DPR-style hard negatives: BM25's top passages that are not judged relevant."""
     from retrieval.bm25 import bm25_candidates
+    from retrieval.training.examples import load_examples
 
-    from retrieval.training.examples import examples_from_qrels
-
+    qrels = ctx.tables / f"qrels-{split}"
     candidates = bm25_candidates(
         ctx.tables / "corpus",
         ctx.tables / f"queries-{split}",
         ctx.section.bm25_negatives,
-        exclude_qrels_dir=ctx.tables / f"qrels-{split}",
+        exclude_qrels_dir=qrels if table_exists(qrels) else None,
     )
     negatives = dict(zip(candidates["qid"].to_pylist(), candidates["pids"].to_pylist()))
-    rows = examples_from_qrels(ctx.tables, split).to_pylist()
+    rows = load_examples(ctx.tables, split, None).to_pylist()
     for row in rows:
-        row["negatives"] = negatives.get(row["qid"], [])
+        positives = set(row["positives"])
+        row["negatives"] = [p for p in negatives.get(row["qid"], []) if p not in positives]
     path = ctx.work / "examples-bm25"
     write_table(path, rows, EXAMPLES)
     return path
@@ -73,7 +74,7 @@ def train_config(ctx: StageContext, examples: Path | None) -> TrainConfig:
     base_cross = ctx.config.cross_model or ctx.config.model
     raw = {
         "kind": kind,
-        "model": base_cross if kind == "cross" else start_model(ctx),
+        "model": base_cross if kind == "cross" and ctx.section.init == "base" else start_model(ctx),
         "output_dir": str(ctx.work),
         "data": {"tables": str(ctx.tables), "split": ctx.config.data.train_split},
         "seed": ctx.config.seed,
