@@ -8,10 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from retrieval.training.config import TrainConfig, one_line
+from retrieval.training.config import TrainConfig, one_line, read_yaml_mapping
 
 STAGE_ORDER = (
     "prepare",
@@ -158,11 +157,7 @@ def check_train_sections(config: PipelineConfig, source: object) -> None:
 
 def load_pipeline_config(path: str | Path) -> PipelineConfig:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: config file not found")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of keys at the top level")
+    raw = read_yaml_mapping(path)
     try:
         config = PipelineConfig.model_validate(raw)
     except ValidationError as err:

@@ -94,15 +94,25 @@ def one_line(err: ValidationError, source: object) -> str:
     return f"{source}: key '{key}': {first['msg']}{more}"
 
 
+def read_yaml_mapping(path: Path) -> dict:
+    """A YAML file's top-level mapping, or a one-line error naming the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ValueError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of keys at the top level")
+    return raw
+
+
 def load_train_config(path: str | Path, **overrides) -> TrainConfig:
     """Read and validate a training YAML; relative paths stay relative to the working dir."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: config file not found")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of keys at the top level")
-    raw.update(overrides)
+    raw = {**read_yaml_mapping(path), **overrides}
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as err:

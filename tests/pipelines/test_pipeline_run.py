@@ -4,8 +4,6 @@ caching, --only/--force, and a kill -9 in the middle of a training stage followe
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 import yaml
 
 from pipelines.config import STAGE_ORDER, load_pipeline_config
+from tests.helpers_cli import finish, rqa
 
 TRAIN = {"max_steps": 4, "batch_size": 4, "launcher": "local", "checkpoint_every": 2}
 
@@ -43,17 +42,6 @@ def tiny_config(tmp_path: Path, name: str, model: Path, scifact: Path) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def rqa(*args: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "pipelines.cli", *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(proc: subprocess.Popen) -> str:
-    out, err = proc.communicate(timeout=900)
-    assert proc.returncode == 0, err[-4000:]
-    return out
 
 
 def manifest(run_dir: Path, stage: str) -> dict:
@@ -107,7 +95,9 @@ def test_bad_config_is_one_line_before_any_work(tmp_path, tiny_bert_dir, scifact
     raw["stages"]["mine"]["dept"] = 3
     path.write_text(yaml.safe_dump(raw))
     proc = rqa("run", str(path))
-    _, err = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    proc.err_file.seek(0)
+    err = proc.err_file.read()
     assert proc.returncode == 2
     assert err.strip().count("\n") == 0 and "stages.mine.dept" in err
     assert not (tmp_path / "bad").exists()

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from retrieval.models import DualEncoder
+from tests.helpers_cli import finish, rqa
 
 
 def write_config(tmp_path: Path, name: str, tables: Path, model: Path, **extra) -> Path:
@@ -32,16 +33,6 @@ def write_config(tmp_path: Path, name: str, tables: Path, model: Path, **extra) 
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def rqa(*args: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "pipelines.cli", *args]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def finish(proc: subprocess.Popen) -> None:
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
