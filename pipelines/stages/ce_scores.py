@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from retrieval.rerank import rerank
 
 from retrieval.models import CrossEncoder
+from retrieval.rerank import rerank
 from retrieval.tables.schemas import CANDIDATES
 
 
