@@ -10,7 +10,11 @@ import tempfile
 
 
 def rqa(*args: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "pipelines.cli", *args]
+    return spawn([sys.executable, "-m", "pipelines.cli", *args])
+
+
+def spawn(cmd: list[str]) -> subprocess.Popen:
+    """Start ``cmd`` with its output in temporary files that :func:`finish` reads back."""
     out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
     proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
     proc.out_file, proc.err_file = out, err

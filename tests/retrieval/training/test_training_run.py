@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from retrieval.models import DualEncoder
-from tests.helpers_cli import finish, rqa
+from tests.helpers_cli import finish, rqa, spawn
 
 
 def write_config(tmp_path: Path, name: str, tables: Path, model: Path, **extra) -> Path:
@@ -120,8 +120,7 @@ def test_same_loop_runs_under_torchrun(tmp_path, scifact_tables, tiny_bert_dir):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "pipelines.train_launcher", str(config),
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    finish(proc)
+    finish(spawn(cmd))
     assert read_summary(tmp_path / "trun")["world_size"] == 2
 
 
