@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from pipelines.commands.inputs import load_model
-from retrieval.encoding import encode_corpus
+from retrieval.encoding import PRECISIONS, encode_corpus
 from retrieval.tables.store import read_manifest
 
 
@@ -17,12 +17,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="embeddings table folder")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="compute precision: fp32 (exact), bf16, or auto (bf16 where the CPU or GPU runs it "
+        "natively: AVX512-BF16/AMX, Ampere or newer)",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     read_manifest(args.corpus)  # a missing corpus fails before the model is loaded
     model = load_model(args.model)
-    manifest = encode_corpus(model, args.corpus, args.out, args.batch_size, args.dtype)
+    manifest = encode_corpus(
+        model, args.corpus, args.out, args.batch_size, args.dtype, precision=args.precision
+    )
     print(f"wrote {manifest['rows']} embeddings to {args.out}")
     return 0
