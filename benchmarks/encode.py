@@ -162,8 +162,9 @@ def main() -> None:
     args = parse_args()
     from sentence_transformers import SentenceTransformer
 
-    from retrieval.encoding import bf16_is_fast, encode_passages, encode_queries, resolve_precision
+    from retrieval.encoding import encode_passages, encode_queries
     from retrieval.models import DualEncoder
+    from retrieval.precision import bf16_is_fast, resolve_precision
 
     torch.set_num_threads(args.threads)
     device = args.device

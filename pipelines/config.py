@@ -74,8 +74,11 @@ class MineStage(Stage):
 
 class DenoiseStage(Stage):
     """RocketQA: a mined passage whose cross-encoder probability is above ``positive_above`` is
-    a likely false negative and dropped; below ``negative_below`` it is a denoised negative."""
+    a likely false negative and dropped; below ``negative_below`` it is a denoised negative.
+    ``mode: relative`` compares logits with the query's positives instead (stages/denoise.py)."""
 
+    mode: Literal["probability", "relative"] = "probability"
+    margin: float = Field(default=1.0, ge=0, description="relative: logits below the positives")
     negative_below: float = Field(default=0.1, ge=0, le=1)
     positive_above: float = Field(default=0.9, ge=0, le=1)
     undenoised: int = Field(default=8, ge=0, description="train_joint: undenoised negatives kept")
@@ -83,6 +86,8 @@ class DenoiseStage(Stage):
 
 
 class AugmentStage(Stage):
+    mode: Literal["probability", "relative"] = "probability"
+    margin: float = Field(default=1.0, ge=0, description="relative: logits below the top one")
     queries_file: Path | None = Field(default=None, description="unlabeled queries, one a line")
     from_corpus: int = Field(default=0, ge=0, description="pseudo-queries: titles of N passages")
     depth: int = Field(default=20, ge=1)
@@ -124,6 +129,11 @@ class PipelineConfig(Strict):
     ray: RaySection = RaySection()
     stages: Stages = Stages()
     seed: int = 42
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        default="auto",
+        description="inference precision of encoding and cross-encoder scoring (mine, denoise, "
+        "augment, evaluate): auto = bf16 where the CPU/GPU runs it natively",
+    )
 
     def enabled(self, stage: str) -> bool:
         flag = getattr(self.stages, stage).enabled

@@ -54,7 +54,8 @@ def fingerprint(config: PipelineConfig, stage: str, inputs: dict[str, str]) -> s
         "stage": stage,
         "section": getattr(config.stages, stage).model_dump(mode="json", exclude={"enabled"}),
         "shared": config.model_dump(
-            mode="json", include={"model", "cross_model", "model_settings", "data", "seed"}
+            mode="json",
+            include={"model", "cross_model", "model_settings", "data", "seed", "precision"},
         ),
         "inputs": inputs,
         "version": __version__,

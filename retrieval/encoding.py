@@ -7,7 +7,6 @@ Encoding runs in float32 (exact) by default, or in bfloat16 where the hardware r
 
 from __future__ import annotations
 
-import copy
 import ctypes
 import functools
 import logging
@@ -24,39 +23,17 @@ from tqdm.auto import tqdm
 from transformers.modeling_outputs import BaseModelOutput
 
 from retrieval.models.dual_encoder import DualEncoder, passage_text
+from retrieval.precision import bf16_copy, resolve_precision
 from retrieval.tables.schemas import embeddings_schema
 from retrieval.tables.store import iter_shards, read_manifest, write_table
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "auto")
 # Padded tokens per batch on CPU: MiniLM on a 2-core AVX-512 machine runs 15-20% faster at
 # 1-3k tokens a batch than at 8k (32 texts of 256), whose activations (tens of MB) spill the
 # caches; see benchmarks/README.md.
 CPU_BATCH_TOKENS = 2048
 Encoder = Callable[[dict[str, torch.Tensor]], torch.Tensor]
-
-
-def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
-    """Whether ``device`` multiplies bfloat16 natively: CUDA GPUs from Ampere (compute 8.0) on,
-    CPUs with AVX512-BF16 or AMX. Elsewhere bfloat16 is emulated and slower than float32.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= (8, 0)
-    if device.type == "cpu":
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
-    """``fp32`` or ``bf16``; ``auto`` is bf16 where :func:`bf16_is_fast`, else fp32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
-        return "bf16" if bf16_is_fast(device) else "fp32"
-    return precision
 
 
 class _Bf16Tower(nn.Module):
@@ -69,7 +46,7 @@ class _Bf16Tower(nn.Module):
 
     def __init__(self, tower: nn.Module):
         super().__init__()
-        self.tower = copy.deepcopy(tower).to(torch.bfloat16).eval()
+        self.tower = bf16_copy(tower)
         self.config = tower.config
 
     def forward(self, **inputs) -> BaseModelOutput:

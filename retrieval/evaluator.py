@@ -101,19 +101,24 @@ def evaluate_retriever(
     batch_size: int = 32,
     factory: str = "Flat",
     work_dir: str | os.PathLike | None = None,
+    precision: str = "fp32",
 ) -> RetrievalResult:
-    """Score ``model`` on ``tables_dir``'s ``queries-{split}`` against its ``corpus``."""
+    """Score ``model`` on ``tables_dir``'s ``queries-{split}`` against its ``corpus``.
+
+    ``precision`` of encoding: fp32 (the default, exact) or bf16/auto (retrieval/precision.py).
+    """
     tables_dir = Path(tables_dir)
     check_labels(tables_dir, split)  # fail before the costly encoding
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="rqa-eval-") as tmp:
         started = time.perf_counter()
-        encode_corpus(model, tables_dir / "corpus", Path(tmp) / "embeddings", batch_size)
+        embeddings = Path(tmp) / "embeddings"
+        encode_corpus(model, tables_dir / "corpus", embeddings, batch_size, precision=precision)
         timings["encode_corpus"] = time.perf_counter() - started
-        index = index_from_table(Path(tmp) / "embeddings", factory=factory)
+        index = index_from_table(embeddings, factory=factory)
     started = time.perf_counter()
     qids, texts = read_queries(tables_dir / f"queries-{split}")
-    scores, pids = search_queries(model, qids, texts, index, k)
+    scores, pids = search_queries(model, qids, texts, index, k, precision=precision)
     timings["search"] = time.perf_counter() - started
     result = evaluate_search(tables_dir, split, qids, scores, pids, metrics)
     result.timings_s.update(timings)

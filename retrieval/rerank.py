@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from retrieval.models.cross_encoder import CrossEncoder
 from retrieval.models.dual_encoder import passage_text
+from retrieval.precision import bf16_copy, resolve_precision
 from retrieval.retriever import Run
 from retrieval.tables.errors import DataError
 from retrieval.tables.lookup import passages_of, queries_of
@@ -30,11 +31,13 @@ def score_pairs(
     texts: list[str],
     batch_size: int = 32,
     show_progress: bool = True,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Cross-encoder logits (float32 ``[n]``) of each (query, title + text) pair, input order.
 
     Pairs are tokenized once as ``CrossEncoder.tokenize`` does, then run longest first in
     batches padded to their own longest pair, so short pairs do not pay for long ones.
+    ``precision``: fp32 (exact), bf16 or auto, as in retrieval/precision.py.
     """
     if not len(queries) == len(titles) == len(texts):
         raise ValueError(f"got {len(queries)} queries, {len(titles)} titles, {len(texts)} texts")
@@ -49,6 +52,7 @@ def score_pairs(
     )
     order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
     device = next(model.parameters()).device
+    model = _scorer(model, precision)
     model.eval()
     with (
         torch.inference_mode(),
@@ -66,6 +70,14 @@ def score_pairs(
     return out
 
 
+def _scorer(model: CrossEncoder, precision: str) -> CrossEncoder:
+    """``model`` itself for fp32 (or a model already in bf16), else a bf16 copy of it."""
+    device = next(model.parameters()).device
+    if resolve_precision(precision, device) == "fp32":
+        return model
+    return model if next(model.parameters()).dtype == torch.bfloat16 else bf16_copy(model)
+
+
 def rerank(
     model: CrossEncoder,
     candidates: pa.Table,
@@ -75,14 +87,16 @@ def rerank(
     batch_size: int = 32,
     show_progress: bool = True,
     chunk_queries: int = DEFAULT_CHUNK_QUERIES,
+    precision: str = "fp32",
 ) -> pa.Table:
     """Each query's top ``depth`` candidates re-ordered by cross-encoder logit (the new scores).
 
     Candidates below ``depth`` are dropped; ties in logit keep the incoming order. Queries and
-    passages are read ``chunk_queries`` queries at a time.
+    passages are read ``chunk_queries`` queries at a time. ``precision`` as for score_pairs.
     """
     if depth < 1:
         raise ValueError(f"depth must be a positive integer, got {depth!r}")
+    model = _scorer(model, precision)  # one bf16 copy for all chunks
     candidates = candidates.select(["qid", "pids"])
     total_pairs = sum(min(len(row), depth) for row in candidates["pids"].to_pylist())
     pieces = []

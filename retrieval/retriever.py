@@ -27,11 +27,15 @@ def search_queries(
     k: int,
     batch_size: int = 128,
     show_progress: bool = True,
+    precision: str = "fp32",
 ) -> tuple[np.ndarray, list[list[str]]]:
-    """Top-``k`` scores ``[nq, k]`` and pids per query, in rank order."""
+    """Top-``k`` scores ``[nq, k]`` and pids per query, in rank order (``precision``: how the
+    queries are encoded, see retrieval/precision.py)."""
     if len(qids) != len(texts):
         raise ValueError(f"got {len(qids)} qids for {len(texts)} query texts")
-    vectors = encode_queries(model, texts, batch_size=batch_size, show_progress=show_progress)
+    vectors = encode_queries(
+        model, texts, batch_size=batch_size, show_progress=show_progress, precision=precision
+    )
     return index.search(vectors, k)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.commands.inputs import load_model
-from retrieval.encoding import PRECISIONS, encode_corpus
+from pipelines.commands.inputs import add_precision_arg, load_model
+from retrieval.encoding import encode_corpus
 from retrieval.tables.store import read_manifest
 
 
@@ -17,13 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="embeddings table folder")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32")
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="fp32",
-        help="compute precision: fp32 (exact), bf16, or auto (bf16 where the CPU or GPU runs it "
-        "natively: AVX512-BF16/AMX, Ampere or newer)",
-    )
+    add_precision_arg(parser)
     parser.set_defaults(run=run)
 
 

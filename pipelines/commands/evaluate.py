@@ -10,7 +10,12 @@ import logging
 import tempfile
 from pathlib import Path
 
-from pipelines.commands.inputs import add_input_args, load_model, prepare_inputs
+from pipelines.commands.inputs import (
+    add_input_args,
+    add_precision_arg,
+    load_model,
+    prepare_inputs,
+)
 from retrieval.evaluator import DEFAULT_METRICS, evaluate_retriever
 from retrieval.metrics import parse_metric, write_trec_run
 from retrieval.tables.store import write_json_atomic
@@ -29,6 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--factory", default="Flat", help="faiss index_factory string")
     parser.add_argument("--output", type=Path, help="write metrics JSON here")
     parser.add_argument("--run-file", type=Path, help="write the run as a TREC run file here")
+    add_precision_arg(parser)
     parser.set_defaults(run=run)
 
 
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
             k=args.k,
             batch_size=args.batch_size,
             factory=args.factory,
+            precision=args.precision,
         )
     print(format_table(f"{args.model} on {split}", result.metrics))
     if args.output:
@@ -65,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
             **result.metrics,
             "model": str(args.model),
             "split": split,
+            "precision": args.precision,
             "timings_s": result.timings_s,
         }
         write_json_atomic(args.output, payload)

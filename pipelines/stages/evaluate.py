@@ -47,8 +47,9 @@ def run(ctx: StageContext) -> dict:
             path, **(ctx.config.model_settings if name == "zero-shot" else {})
         )
         result = evaluate_retriever(
-            model, ctx.tables, split, metrics, k=section.k, batch_size=section.batch_size
-        )
+            model, ctx.tables, split, metrics, k=section.k, batch_size=section.batch_size,
+            precision=ctx.config.precision,
+        )  # fmt: skip
         write_trec_run(result.run, ctx.out / f"run-{name}.trec")
         results[name], last = result.metrics, (name, result)
     cross = final_cross_encoder(ctx)
@@ -80,6 +81,7 @@ def rerank_ndcg(ctx: StageContext, cross_dir, run: dict, split: str) -> float:
         ctx.tables / f"queries-{split}",
         depth,
         batch_size=ctx.section.batch_size,
+        precision=ctx.config.precision,
     )
     rerun = {
         q: dict(zip(p, s))

@@ -31,10 +31,12 @@ def run(ctx: StageContext) -> dict:
         ctx.stage_dir(last_dual_before(ctx.config, "mine")) / "model"
     )
     ctx.out.mkdir(parents=True)
-    encode_corpus(model, ctx.tables / "corpus", ctx.out / "embeddings", section.batch_size)
-    index = index_from_table(ctx.out / "embeddings", factory=section.factory)
+    precision = ctx.config.precision
+    embeddings = ctx.out / "embeddings"
+    encode_corpus(model, ctx.tables / "corpus", embeddings, section.batch_size, precision=precision)
+    index = index_from_table(embeddings, factory=section.factory)
     qids, texts = read_queries(ctx.tables / f"queries-{split}")
-    scores, pids = search_queries(model, qids, texts, index, section.depth)
+    scores, pids = search_queries(model, qids, texts, index, section.depth, precision=precision)
     candidates = to_candidates(qids, scores, pids)
     write_table(ctx.out / f"candidates-{split}", candidates, CANDIDATES)
     rows = mined_examples(ctx.tables, split, candidates, section.negatives)

@@ -14,15 +14,9 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from retrieval.encoding import (
-    _token_batches,
-    bf16_is_fast,
-    encode_corpus,
-    encode_passages,
-    encode_queries,
-    resolve_precision,
-)
+from retrieval.encoding import _token_batches, encode_corpus, encode_passages, encode_queries
 from retrieval.models import DualEncoder
+from retrieval.precision import bf16_is_fast, resolve_precision
 from retrieval.tables import CORPUS, embeddings_schema, read_manifest, read_table, write_table
 
 LONG = "Vitamin D deficiency is associated with a higher risk of fractures in older adults. " * 30

@@ -131,3 +131,21 @@ def test_rerank_reports_unknown_ids(model, tables):
         rerank(model, bad_qid.cast(CANDIDATES), tables / "corpus", tables / "queries", 5)
     with pytest.raises(ValueError):
         rerank(model, bad_qid.cast(CANDIDATES), tables / "corpus", tables / "queries", 0)
+
+
+def test_bf16_scoring_keeps_the_order_and_leaves_the_model_in_fp32(model):
+    """bf16 logits stay within bf16 rounding of fp32 ones, and the caller's model is not cast.
+
+    bf16 keeps 8 mantissa bits: the logits here (about -2.8) are themselves rounded to steps of
+    0.016, and this model's N(0, 1) head amplifies the rounding of every layer below it, so the
+    bound is a few steps; a broken bf16 path (wrong pooling, garbage weights) is far outside it.
+    """
+    queries, pids = zip(*pairs())
+    titles = [PASSAGES[p][0] for p in pids]
+    texts = [PASSAGES[p][1] for p in pids]
+    exact = score_pairs(model, list(queries), titles, texts, show_progress=False)
+    low = score_pairs(model, list(queries), titles, texts, show_progress=False, precision="bf16")
+    assert low.dtype == np.float32
+    np.testing.assert_allclose(low, exact, atol=0.1, rtol=0)
+    assert not np.array_equal(low, exact)  # bf16 did run
+    assert all(p.dtype == torch.float32 for p in model.parameters())
