@@ -60,6 +60,12 @@ class TrainConfig(Strict):
     batch_size: int = Field(default=32, ge=1, description="queries per worker per step")
     lr: float = Field(default=2e-5, gt=0)
     weight_decay: float = Field(default=0.01, ge=0)
+    head_lr: float | None = Field(
+        default=None,
+        gt=0,
+        description="cross, joint: learning rate of the re-ranker's new pooler + classifier "
+        "(default: lr); see retrieval/training/optimizer.py",
+    )
     warmup_ratio: float = Field(default=0.1, ge=0, le=1)
     seed: int = 42
     checkpoint_every: int = Field(default=100, ge=1, description="steps between checkpoints")

@@ -30,6 +30,7 @@ from retrieval.training.modules import (
     DualTrainingModule,
     JointTrainingModule,
 )
+from retrieval.training.optimizer import param_groups
 from retrieval.training.passages import PassageStore
 from retrieval.training.sampler import StepSampler
 
@@ -127,14 +128,19 @@ def train_worker(config: TrainConfig) -> dict:
     sampler = StepSampler(len(examples), config.batch_size, world, config.seed)
     total = sampler.total_steps(config.epochs, config.max_steps)
     ds_config = deepspeed_config(config)
-    optimizer = None
-    scheduler = None
+    groups = param_groups(module, config.lr, config.weight_decay, config.head_lr)
+    optimizer = scheduler = None
     if "optimizer" not in ds_config:
-        params = [p for p in module.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(groups)
         scheduler = linear_schedule(optimizer, total, config.warmup_ratio)
+    # A DeepSpeed optimizer from the JSON gets the groups only for head_lr (their lr then wins
+    # over the JSON's); otherwise it takes every parameter at the JSON's lr, as before.
     engine, _, _, scheduler = deepspeed.initialize(
-        model=module, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
+        model=module,
+        model_parameters=groups if optimizer is None and config.head_lr else None,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=ds_config,
     )
     ckpt_dir = out / "checkpoints"
     start = checkpoints.resume(engine, ckpt_dir, rank)
