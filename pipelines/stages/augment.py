@@ -1,5 +1,6 @@
 """Stage augment (RocketQA): unlabeled queries are retrieved by the current dual encoder and
-pseudo-labelled by the cross-encoder: confident positives and negatives become new examples.
+pseudo-labelled by the cross-encoder: confident positives and negatives become new examples
+(``stages.augment.mode``: RocketQA's probability thresholds, or ``relative``; see pseudo_labels).
 
 Queries come from a file (one a line) or are derived from the corpus (passage titles).
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.stages import last_dual_before
-from pipelines.stages.ce_scores import ce_probabilities
+from pipelines.stages.ce_scores import ce_logits, sigmoid
 from pipelines.stages.context import StageContext
 from retrieval.encoding import encode_corpus
 from retrieval.indexing import index_from_table
@@ -47,21 +48,23 @@ def run(ctx: StageContext) -> dict:
     model = DualEncoder.from_pretrained(
         ctx.stage_dir(last_dual_before(ctx.config, "augment")) / "model"
     )
-    encode_corpus(model, ctx.tables / "corpus", ctx.work / "embeddings", section.batch_size)
-    index = index_from_table(ctx.work / "embeddings")
-    _, pids = search_queries(model, qids, texts, index, section.depth)
-    probs = ce_probabilities(
+    precision = ctx.config.precision
+    embeddings = ctx.work / "embeddings"
+    encode_corpus(model, ctx.tables / "corpus", embeddings, section.batch_size, precision=precision)
+    index = index_from_table(embeddings)
+    _, pids = search_queries(model, qids, texts, index, section.depth, precision=precision)
+    logits = ce_logits(
         ctx.stage_dir("train_cross") / "model",
         {q: [p for p in row if p] for q, row in zip(qids, pids)},
         ctx.tables / "corpus",
         ctx.out / "queries-augmented",
         section.batch_size,
+        precision,
     )
     rows = []
     for qid, text, ranked in zip(qids, texts, pids):
-        p = probs.get(qid, {})
-        positives = [x for x in ranked if x and p.get(x, 0.0) > section.positive_above]
-        negatives = [x for x in ranked if x and p.get(x, 1.0) < section.negative_below]
+        ranked = [p for p in ranked if p]
+        positives, negatives = pseudo_labels(ranked, logits.get(qid, {}), section)
         if positives:
             rows.append(
                 {
@@ -73,3 +76,24 @@ def run(ctx: StageContext) -> dict:
             )
     write_table(ctx.out / "examples-augmented", rows, EXAMPLES)
     return {"unlabeled_queries": len(texts), "augmented_examples": len(rows)}
+
+
+def pseudo_labels(
+    ranked: list[str], logits: dict[str, float], section
+) -> tuple[list[str], list[str]]:
+    """(positives, negatives) of one unlabeled query's retrieved passages, in retrieval order.
+
+    ``probability`` (RocketQA): sigmoid(logit) above ``positive_above`` / below
+    ``negative_below``. ``relative``: the retriever's top passage is the positive when the
+    re-ranker also puts it first, and passages ``margin`` logits below it are negatives.
+    """
+    if section.mode == "probability":
+        probs = {p: sigmoid(x) for p, x in logits.items()}
+        positives = [p for p in ranked if probs.get(p, 0.0) > section.positive_above]
+        negatives = [p for p in ranked if probs.get(p, 1.0) < section.negative_below]
+        return positives, negatives
+    scored = [p for p in ranked if p in logits]
+    if not scored or max(scored, key=logits.get) != scored[0]:
+        return [], []
+    top = logits[scored[0]]
+    return [scored[0]], [p for p in scored[1:] if logits[p] < top - section.margin]
