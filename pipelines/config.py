@@ -65,7 +65,17 @@ class TrainStage(Stage):
     train: dict = Field(default_factory=dict)
 
 
-class MineStage(Stage):
+class CorpusEncoding(Strict):
+    """How a stage encodes the corpus: in the driver process, or on Ray Data actors."""
+
+    encode_actors: int = Field(
+        default=0, ge=0, description="0: in the driver process; N: N Ray Data encoder actors"
+    )
+    actor_cpus: float = Field(default=1.0, gt=0, description="CPUs per encoder actor")
+    actor_gpus: float = Field(default=0.0, ge=0, description="GPUs per encoder actor")
+
+
+class MineStage(Stage, CorpusEncoding):
     depth: int = Field(default=100, ge=1, description="retrieve this many per train query")
     negatives: int = Field(default=30, ge=1, description="keep the top N non-positives")
     batch_size: int = 32
@@ -85,7 +95,7 @@ class DenoiseStage(Stage):
     batch_size: int = 32
 
 
-class AugmentStage(Stage):
+class AugmentStage(Stage, CorpusEncoding):
     mode: Literal["probability", "relative"] = "probability"
     margin: float = Field(default=1.0, ge=0, description="relative: logits below the top one")
     queries_file: Path | None = Field(default=None, description="unlabeled queries, one a line")

@@ -236,20 +236,23 @@ def _embedding_shards(
     max_tokens: int | None,
 ) -> Iterator[pa.Table]:
     total = read_manifest(corpus_dir)["rows"]
-    schema = embeddings_schema(model.dim, dtype)
     encode = _encoder(model, "passage", precision)  # one bf16 copy for all shards
     max_len = model.settings.passage_max_len
     with tqdm(total=total, desc="encode corpus", disable=not show_progress) as bar:
         for shard in iter_shards(corpus_dir, columns=["pid", "title", "text"]):
             joined = _passage_texts(model, shard["title"].to_pylist(), shard["text"].to_pylist())
             vectors = _encode_sorted(model, encode, joined, max_len, batch_size, max_tokens, bar)
-            flat = pa.array(
-                vectors.astype(dtype).reshape(-1), type=schema.field("vector").type.value_type
-            )
-            column = pa.FixedSizeListArray.from_arrays(flat, model.dim)
-            yield pa.table({"pid": shard["pid"], "vector": column}, schema=schema)
-            del shard, joined, vectors, flat, column
+            yield embeddings_table(shard["pid"], vectors, dtype)
+            del shard, joined, vectors
             _release_freed_memory()
+
+
+def embeddings_table(pids: pa.Array | list[str], vectors: np.ndarray, dtype: str) -> pa.Table:
+    """An embeddings table (``pid``, fixed-size ``vector``) from ``[n, dim]`` float vectors."""
+    schema = embeddings_schema(vectors.shape[1], dtype)
+    flat = pa.array(vectors.astype(dtype).reshape(-1), type=schema.field("vector").type.value_type)
+    column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+    return pa.table({"pid": pids, "vector": column}, schema=schema)
 
 
 def encode_corpus(

@@ -12,7 +12,7 @@ import numpy as np
 from pipelines.stages import last_dual_before
 from pipelines.stages.ce_scores import ce_logits, sigmoid
 from pipelines.stages.context import StageContext
-from retrieval.encoding import encode_corpus
+from pipelines.stages.corpus_vectors import encode_stage_corpus
 from retrieval.indexing import index_from_table
 from retrieval.models import DualEncoder
 from retrieval.retriever import search_queries
@@ -45,12 +45,11 @@ def run(ctx: StageContext) -> dict:
     write_table(
         ctx.out / "queries-augmented", [{"qid": q, "text": t} for q, t in zip(qids, texts)], QUERIES
     )
-    model = DualEncoder.from_pretrained(
-        ctx.stage_dir(last_dual_before(ctx.config, "augment")) / "model"
-    )
+    model_dir = ctx.stage_dir(last_dual_before(ctx.config, "augment")) / "model"
+    model = DualEncoder.from_pretrained(model_dir)
     precision = ctx.config.precision
     embeddings = ctx.work / "embeddings"
-    encode_corpus(model, ctx.tables / "corpus", embeddings, section.batch_size, precision=precision)
+    encode_stage_corpus(ctx, model_dir, model, embeddings)
     index = index_from_table(embeddings)
     _, pids = search_queries(model, qids, texts, index, section.depth, precision=precision)
     logits = ce_logits(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pipelines.stages import last_dual_before
 from pipelines.stages.context import StageContext
-from retrieval.encoding import encode_corpus
+from pipelines.stages.corpus_vectors import encode_stage_corpus
 from retrieval.indexing import index_from_table
 from retrieval.models import DualEncoder
 from retrieval.retriever import read_queries, search_queries, to_candidates
@@ -27,13 +27,12 @@ def mined_examples(tables, split: str, candidates, keep: int) -> list[dict]:
 
 def run(ctx: StageContext) -> dict:
     section, split = ctx.section, ctx.config.data.train_split
-    model = DualEncoder.from_pretrained(
-        ctx.stage_dir(last_dual_before(ctx.config, "mine")) / "model"
-    )
+    model_dir = ctx.stage_dir(last_dual_before(ctx.config, "mine")) / "model"
+    model = DualEncoder.from_pretrained(model_dir)
     ctx.out.mkdir(parents=True)
     precision = ctx.config.precision
     embeddings = ctx.out / "embeddings"
-    encode_corpus(model, ctx.tables / "corpus", embeddings, section.batch_size, precision=precision)
+    encode_stage_corpus(ctx, model_dir, model, embeddings)
     index = index_from_table(embeddings, factory=section.factory)
     qids, texts = read_queries(ctx.tables / f"queries-{split}")
     scores, pids = search_queries(model, qids, texts, index, section.depth, precision=precision)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from pipelines.config import STAGE_ORDER, load_pipeline_config
+from retrieval.tables import read_manifest
 from tests.helpers_cli import finish, rqa
 
 TRAIN = {"max_steps": 4, "batch_size": 4, "launcher": "local", "checkpoint_every": 2}
@@ -25,14 +26,13 @@ def tiny_config(tmp_path: Path, name: str, model: Path, scifact: Path) -> Path:
         "data": {"beir": str(scifact), "max_corpus": 150},
         "stages": {
             "train_dual_0": {"bm25_negatives": 5, "train": {**TRAIN, "hard_negatives": 1}},
-            "mine": {"depth": 10, "negatives": 4},
+            "mine": {"depth": 10, "negatives": 4, "encode_actors": 1},  # on Ray Data
             "train_cross": {"train": {**TRAIN, "loss": "pointwise_bce", "group_size": 3,
                                       "cross_max_len": 64}},
             # a random re-ranker is unsure of everything: loose thresholds keep lists non-empty
             "denoise": {"negative_below": 0.9, "positive_above": 0.99, "undenoised": 2},
             "train_dual_1": {"train": {**TRAIN, "hard_negatives": 1}},
-            "augment": {"from_corpus": 12, "depth": 5, "positive_above": 0.0,
-                        "negative_below": 1.0},
+            "augment": {"from_corpus": 12, "depth": 5, "mode": "relative", "margin": 0.0},
             "train_dual_2": {"train": TRAIN},
             "train_joint": {"enabled": True, "train": {**TRAIN, "group_size": 3,
                                                        "cross_max_len": 64}},
@@ -68,6 +68,8 @@ def test_every_stage_runs_and_the_report_is_written(finished_run):
     assert "train_dual_1" in report and (run_dir / "recall_at_k.png").is_file()
     assert "| stage" in out  # the CLI prints the table too
     assert not list(run_dir.glob(".*tmp*"))
+    corpus_rows = read_manifest(run_dir / "prepare" / "corpus")["rows"]
+    assert read_manifest(run_dir / "mine" / "embeddings")["rows"] == corpus_rows
 
 
 def test_second_run_does_no_work(finished_run):
