@@ -36,9 +36,13 @@ class ShardEncoder:
     forever behind two 1-CPU actors).
     """
 
-    def __init__(self, model_dir: str, batch_size: int, precision: str, dtype: str, gpu: bool):
+    def __init__(
+        self, model_dir: str, batch_size: int, precision: str, dtype: str, gpu: bool, cpus: float
+    ):
         import torch
 
+        # Ray leaves an actor's torch at one thread; use the CPUs the actor was given.
+        torch.set_num_threads(max(1, int(cpus)))
         self.model = DualEncoder.from_pretrained(model_dir).eval()
         if gpu:
             self.model.to("cuda")
@@ -82,7 +86,14 @@ def encode_corpus_ray(
     dataset = ray.data.from_items([{"path": str(p)} for p in shard_paths(corpus_dir)])
     dataset = dataset.map_batches(
         ShardEncoder,
-        fn_constructor_args=(str(model_dir), batch_size, precision, dtype, gpus_per_actor > 0),
+        fn_constructor_args=(
+            str(model_dir),
+            batch_size,
+            precision,
+            dtype,
+            gpus_per_actor > 0,
+            cpus_per_actor,
+        ),
         batch_size=1,
         concurrency=actors,
         num_cpus=cpus_per_actor,
