@@ -27,6 +27,7 @@ METRIC_COLUMNS = (
     ("R@10", "recall@10"),
     ("R@100", "recall@100"),
     ("re-ranked nDCG@10", "rerank_ndcg@10"),
+    ("re-ranked + RRF nDCG@10", "rerank_rrf_ndcg@10"),
 )
 HEADERS = ("stage", "status", *(title for title, _ in METRIC_COLUMNS), "wall time", "peak memory")
 RECALL_KEY = re.compile(r"recall@(\d+)")

@@ -1,5 +1,6 @@
 """Stage evaluate: every retriever of the run on the eval split (zero-shot, BM25, each trained
-dual encoder), and the final re-ranker over the final retriever's top-k."""
+dual encoder), and the final re-ranker over the final retriever's top-k: alone, and fused with
+the retriever's ranks by reciprocal rank fusion."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import numpy as np
 from pipelines.stages import DUAL_STAGES
 from pipelines.stages.context import StageContext
 from retrieval.evaluator import evaluate_retriever, read_qrels
+from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.metrics import evaluate, write_trec_run
+from retrieval.metrics.order import trec_order
 from retrieval.models import CrossEncoder, DualEncoder
-from retrieval.rerank import rerank
+from retrieval.rerank import candidates_to_run, rerank
 from retrieval.retriever import to_candidates
 from retrieval.tables.store import table_exists
 
@@ -54,38 +57,40 @@ def run(ctx: StageContext) -> dict:
         results[name], last = result.metrics, (name, result)
     cross = final_cross_encoder(ctx)
     if cross is not None and last is not None and table_exists(ctx.tables / f"qrels-{split}"):
-        results[last[0]]["rerank_ndcg@10"] = rerank_ndcg(ctx, cross, last[1].run, split)
+        results[last[0]].update(rerank_metrics(ctx, cross, last[1].run, split))
     (ctx.out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 
 
-def rerank_ndcg(ctx: StageContext, cross_dir, run: dict, split: str) -> float:
-    """nDCG@10 after the re-ranker re-orders the retriever's top ``rerank_depth``."""
-    qids = list(run)
-    ranked = [sorted(run[q], key=run[q].get, reverse=True) for q in qids]
-    depth = ctx.section.rerank_depth
-    scores = np.array(
-        [
-            [run[q][p] for p in r[:depth]] + [0.0] * (depth - len(r[:depth]))
-            for q, r in zip(qids, ranked)
-        ],
-        dtype=np.float32,
-    )
-    pids = [r[:depth] + [""] * (depth - len(r[:depth])) for r in ranked]
-    candidates = to_candidates(qids, scores, pids)
-    model = CrossEncoder.from_pretrained(cross_dir)
+def rerank_metrics(ctx: StageContext, cross_dir, run: dict, split: str) -> dict[str, float]:
+    """nDCG@10 after the re-ranker re-orders the retriever's top ``rerank_depth``, alone and
+    fused with the retriever's order of the same list (RRF); both runs are written beside."""
+    top = {q: {p: run[q][p] for p in trec_order(run[q])[: ctx.section.rerank_depth]} for q in run}
+    reranked = rerank_run(ctx, cross_dir, top, split)
+    fused = reciprocal_rank_fusion([top, reranked])
+    write_trec_run(reranked, ctx.out / "run-rerank.trec")
+    write_trec_run(fused, ctx.out / "run-rerank-rrf.trec")
+    qrels = read_qrels(ctx.tables / f"qrels-{split}")
+    return {
+        "rerank_ndcg@10": evaluate(qrels, reranked, ("ndcg@10",))["ndcg@10"],
+        "rerank_rrf_ndcg@10": evaluate(qrels, fused, ("ndcg@10",))["ndcg@10"],
+    }
+
+
+def rerank_run(ctx: StageContext, cross_dir, top: dict, split: str) -> dict:
+    """The re-ranker's scores for every (query, passage) of ``top``."""
+    qids = list(top)
+    depth = max((len(top[q]) for q in qids), default=0)
+    pids = [list(top[q]) + [""] * (depth - len(top[q])) for q in qids]
+    scores = np.array([[top[q].get(p, 0.0) for p in row] for q, row in zip(qids, pids)],
+                      dtype=np.float32)  # fmt: skip
     reranked = rerank(
-        model,
-        candidates,
+        CrossEncoder.from_pretrained(cross_dir),
+        to_candidates(qids, scores, pids),
         ctx.tables / "corpus",
         ctx.tables / f"queries-{split}",
         depth,
         batch_size=ctx.section.batch_size,
         precision=ctx.config.precision,
     )
-    rerun = {
-        q: dict(zip(p, s))
-        for q, p, s in zip(*(reranked[c].to_pylist() for c in ("qid", "pids", "scores")))
-    }
-    qrels = read_qrels(ctx.tables / f"qrels-{split}")
-    return evaluate(qrels, rerun, ("ndcg@10",))["ndcg@10"]
+    return candidates_to_run(reranked)

@@ -11,6 +11,9 @@ import pytest
 import yaml
 
 from pipelines.config import STAGE_ORDER, load_pipeline_config
+from retrieval.evaluator import read_qrels
+from retrieval.metrics import evaluate
+from retrieval.metrics.trec_run import read_trec_run
 from retrieval.tables import read_manifest
 from tests.helpers_cli import finish, rqa
 
@@ -64,12 +67,36 @@ def test_every_stage_runs_and_the_report_is_written(finished_run):
     metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text())
     assert {"zero-shot", "bm25", "train_dual_0", "train_dual_2", "train_joint"} <= set(metrics)
     assert 0 <= metrics["train_joint"]["rerank_ndcg@10"] <= 1
+    check_rerank_fusion(run_dir, metrics["train_joint"]["rerank_rrf_ndcg@10"], depth=5)
     report = (run_dir / "report.md").read_text()
     assert "train_dual_1" in report and (run_dir / "recall_at_k.png").is_file()
     assert "| stage" in out  # the CLI prints the table too
     assert not list(run_dir.glob(".*tmp*"))
     corpus_rows = read_manifest(run_dir / "prepare" / "corpus")["rows"]
     assert read_manifest(run_dir / "mine" / "embeddings")["rows"] == corpus_rows
+
+
+def check_rerank_fusion(run_dir: Path, reported: float, depth: int) -> None:
+    """The reported fused nDCG@10 is RRF (1/(60 + rank), summed) of the retriever's top
+    ``depth`` and the re-ranker's order of it, recomputed here from the written run files."""
+    out = run_dir / "evaluate"
+    retriever, reranked = (read_trec_run(out / f"run-{n}.trec") for n in ("train_joint", "rerank"))
+    fused = {}
+    for qid, scores in reranked.items():
+        top = sorted(retriever[qid].items(), key=trec_key, reverse=True)
+        assert {pid for pid, _ in top[:depth]} == set(scores)  # the same list, re-ordered
+        by_ce = sorted(scores.items(), key=trec_key, reverse=True)
+        fused[qid] = {pid: 1 / (60 + r) for r, (pid, _) in enumerate(top[:depth], 1)}
+        for r, (pid, _) in enumerate(by_ce, 1):
+            fused[qid][pid] += 1 / (60 + r)
+    qrels = read_qrels(run_dir / "prepare" / "qrels-dev")
+    assert reported == pytest.approx(evaluate(qrels, fused, ("ndcg@10",))["ndcg@10"])
+    assert read_trec_run(out / "run-rerank-rrf.trec").keys() == fused.keys()
+
+
+def trec_key(item: tuple[str, float]) -> tuple[float, str]:
+    """Sorted with reverse=True: score descending, then docid descending (trec_eval's order)."""
+    return item[1], item[0]
 
 
 def test_second_run_does_no_work(finished_run):

@@ -34,7 +34,11 @@ RECORDS = [
     {
         "stage": "train_cross",
         "model": "cross",
-        "metrics": {"rerank_ndcg@10": 0.5, "recall@10": 0.7},  # one point: not plotted
+        "metrics": {
+            "rerank_ndcg@10": 0.5,
+            "rerank_rrf_ndcg@10": 0.625,
+            "recall@10": 0.7,
+        },  # one point: not plotted
         "wall_s": 3720.0,
         "peak_rss_mb": 2560.0,
         "status": "cached",
@@ -69,6 +73,7 @@ def test_table_has_one_row_per_record_with_formatted_cells():
     assert (dual["R@10"], dual["R@100"]) == ("0.600", "0.900")
     assert dual["re-ranked nDCG@10"] == "–"
     assert cross["re-ranked nDCG@10"] == "0.500"
+    assert cross["re-ranked + RRF nDCG@10"] == "0.625" and dual["re-ranked + RRF nDCG@10"] == "–"
     assert cross["R@100"] == "–"
     assert [denoise[h] for h in ("nDCG@10", "MRR@10", "R@10", "R@100")] == ["–"] * 4
     assert (dual["peak memory"], cross["peak memory"]) == ("812 MB", "2.5 GB")
