@@ -8,11 +8,11 @@ interpolation: scores of a retriever and a re-ranker live on different scales, r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
+from retrieval.metrics.evaluate import Run
 from retrieval.metrics.order import trec_order
 
-Run = Mapping[str, Mapping[str, float]]
 RRF_K = 60
 
 

@@ -81,12 +81,11 @@ def rerank_run(ctx: StageContext, cross_dir, top: dict, split: str) -> dict:
     """The re-ranker's scores for every (query, passage) of ``top``."""
     qids = list(top)
     depth = max((len(top[q]) for q in qids), default=0)
-    pids = [list(top[q]) + [""] * (depth - len(top[q])) for q in qids]
-    scores = np.array([[top[q].get(p, 0.0) for p in row] for q, row in zip(qids, pids)],
-                      dtype=np.float32)  # fmt: skip
+    pids = [list(top[q]) + [""] * (depth - len(top[q])) for q in qids]  # "" pads, dropped
+    candidates = to_candidates(qids, np.zeros((len(qids), depth)), pids)  # rerank reads pids only
     reranked = rerank(
         CrossEncoder.from_pretrained(cross_dir),
-        to_candidates(qids, scores, pids),
+        candidates,
         ctx.tables / "corpus",
         ctx.tables / f"queries-{split}",
         depth,
