@@ -1,6 +1,7 @@
 """The `rqa` entry point: parses the command line and hands over to one command module.
 
-Errors in user input (bad files, bad options) end as one line on stderr and exit code 2.
+Errors the user can fix (bad files, bad config, a missing model: retrieval.errors.UserError)
+end as one line on stderr and exit code 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import sys
 
 from pipelines.commands import encode, evaluate, index, prepare, run, search, train
-from retrieval.tables.errors import DataError
+from retrieval.errors import UserError
 
 COMMANDS = (prepare, encode, index, search, evaluate, train, run)
 
@@ -35,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.run(args) or 0
-    except (DataError, FileNotFoundError, ValueError) as err:
+    except UserError as err:
+        if args.verbose:
+            logging.getLogger(__name__).debug("user error", exc_info=True)
         print(f"rqa {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError, create_model
 
-from retrieval.training.config import TrainConfig, one_line, read_yaml_mapping
+from pipelines.launch_settings import LaunchSettings
+from retrieval.errors import ConfigError, MissingInputError
+from retrieval.training.config import Strict, TrainConfig, one_line, read_yaml_mapping
+from retrieval.training.model_settings import ModelSettings
 
 STAGE_ORDER = (
     "prepare",
@@ -32,10 +35,6 @@ PRESETS = {
 }  # fmt: skip
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
 class DataSection(Strict):
     beir: Path | None = Field(default=None, description="a BEIR folder (corpus, queries, qrels)")
     tables: Path | None = Field(default=None, description="or a folder from `rqa prepare`")
@@ -51,18 +50,38 @@ class RaySection(Strict):
     num_cpus: int | None = None
 
 
+# Keys of a training stage's ``train`` block: the library's TrainConfig, less what the pipeline
+# sets itself, plus how to launch (workers, launcher); the Ray address comes from ``ray``.
+_TRAIN_KEYS_SET_BY_STAGE = {"model", "cross_model", "output_dir", "data", "kind"}
+StageTrain = create_model(
+    "StageTrain",
+    __base__=Strict,
+    **{
+        name: (field.annotation, field)
+        for name, field in TrainConfig.model_fields.items()
+        if name not in _TRAIN_KEYS_SET_BY_STAGE
+    },
+    **{
+        name: (field.annotation, field)
+        for name, field in LaunchSettings.model_fields.items()
+        if name != "ray_address"
+    },
+)
+
+
 class Stage(Strict):
     enabled: bool | None = Field(default=None, description="None: as the preset says")
 
 
 class TrainStage(Stage):
-    """A training stage: ``train`` holds TrainConfig keys (epochs, batch_size, lr, workers...)."""
+    """A training stage: ``train`` holds TrainConfig keys (epochs, batch_size, lr, loss, ...)
+    and launch keys (workers, launcher), each typed and checked when the config is read."""
 
     init: Literal["base", "previous"] = Field(
         default="base", description="start from the base model or the previous stage's model"
     )
     bm25_negatives: int = Field(default=0, ge=0, description="train_dual_0: BM25 hard negatives")
-    train: dict = Field(default_factory=dict)
+    train: StageTrain = Field(default_factory=StageTrain)
 
 
 class CorpusEncoding(Strict):
@@ -134,7 +153,9 @@ class PipelineConfig(Strict):
     preset: Literal["rocketqa", "rocketqav2"] = "rocketqa"
     model: str = Field(description="dual encoder to start from (HF id or folder)")
     cross_model: str | None = Field(default=None, description="default: the same as model")
-    model_settings: dict = Field(default_factory=dict, description="DualEncoderSettings keys")
+    model_settings: ModelSettings = Field(
+        default_factory=ModelSettings, description="DualEncoderSettings overrides"
+    )
     data: DataSection
     ray: RaySection = RaySection()
     stages: Stages = Stages()
@@ -156,23 +177,18 @@ class PipelineConfig(Strict):
         return (self.run_dir or Path("runs") / self.name).resolve()
 
 
-_TRAIN_KEYS_SET_BY_STAGE = {"model", "cross_model", "output_dir", "data", "kind"}
-
-
 def check_train_sections(config: PipelineConfig, source: object) -> None:
-    """Validate each training stage's ``train`` keys as a TrainConfig would, naming the stage."""
+    """Validate each training stage's ``train`` as the TrainConfig of its kind (the loss fits
+    the model, ``loss_args`` fit the loss), naming the stage."""
     for stage in ("train_dual_0", "train_cross", "train_dual_1", "train_dual_2", "train_joint"):
-        section = getattr(config.stages, stage).train
-        clash = _TRAIN_KEYS_SET_BY_STAGE & set(section)
-        if clash:
-            key = sorted(clash)[0]
-            raise ValueError(f"{source}: key 'stages.{stage}.train.{key}': set by the pipeline")
+        section = getattr(config.stages, stage).train.model_dump(exclude_unset=True)
+        section = {k: v for k, v in section.items() if k not in LaunchSettings.model_fields}
         kind = {"train_cross": "cross", "train_joint": "joint"}.get(stage, "dual")
         probe = {"model": "m", "cross_model": "m", "output_dir": ".", "data": {"tables": "."}}
         try:
             TrainConfig.model_validate({**probe, "kind": kind, **section})
         except ValidationError as err:
-            raise ValueError(one_line(err, f"{source}: stages.{stage}.train")) from None
+            raise ConfigError(one_line(err, f"{source}: stages.{stage}.train")) from None
 
 
 def load_pipeline_config(path: str | Path) -> PipelineConfig:
@@ -181,7 +197,7 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
     try:
         config = PipelineConfig.model_validate(raw)
     except ValidationError as err:
-        raise ValueError(one_line(err, path)) from None
+        raise ConfigError(one_line(err, path)) from None
     check_train_sections(config, path)
     check_data(config, path)
     return config
@@ -190,12 +206,12 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
 def check_data(config: PipelineConfig, source: object) -> None:
     data = config.data
     if (data.beir is None) == (data.tables is None):
-        raise ValueError(f"{source}: key 'data': give exactly one of data.beir, data.tables")
+        raise ConfigError(f"{source}: key 'data': give exactly one of data.beir, data.tables")
     folder = data.beir or data.tables
     if not folder.exists():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{source}: key 'data.{'beir' if data.beir else 'tables'}': {folder} does not exist"
         )
     queries = config.stages.augment.queries_file
     if config.enabled("augment") and queries is not None and not queries.is_file():
-        raise FileNotFoundError(f"{source}: key 'stages.augment.queries_file': {queries} not found")
+        raise MissingInputError(f"{source}: key 'stages.augment.queries_file': {queries} not found")

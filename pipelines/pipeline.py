@@ -9,7 +9,7 @@ import logging
 from pipelines.config import PipelineConfig
 from pipelines.ray_env import ensure_ray
 from pipelines.report import format_table, write_report
-from pipelines.runner import run_pipeline
+from pipelines.runner import check_models, plan_run, run_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ def report_records(records: list[dict], eval_metrics: dict[str, dict]) -> list[d
 def run_and_report(
     config: PipelineConfig, only: str | None = None, start: str | None = None, force=()
 ) -> list[dict]:
+    check_models(config, plan_run(config, only, start, force))  # before Ray starts
     ensure_ray(config.ray.address, config.ray.num_cpus)
     records = run_pipeline(config, only=only, start=start, force=force)
     run_dir = config.resolved_run_dir()

@@ -1,5 +1,6 @@
-"""The stage graph: decide which stages run, skip those whose fingerprint matches, hand each
-one a temporary output folder and rename it into the run directory with a manifest, last.
+"""The stage graph: derive it from the stages' declared inputs, decide which stages run, skip
+those whose fingerprint matches, hand each one its resolved inputs and a temporary output
+folder, and rename that into the run directory with a manifest, last.
 
 A crash loses no finished stage, and a training stage resumes from its checkpoints, which live
 in ``RUN/.work/STAGE-FINGERPRINT`` until the stage has finished.
@@ -7,65 +8,137 @@ in ``RUN/.work/STAGE-FINGERPRINT`` until the stage has finished.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import json
 import logging
 import shutil
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
-from pipelines.config import STAGE_ORDER, PipelineConfig
-from pipelines.stages import needs
+from pipelines.config import PipelineConfig
+from pipelines.fingerprint import PENDING, basis, fingerprint, why_stale
+from pipelines.model_check import check_model_available
+from pipelines.stages import stage_module, stage_spec
 from pipelines.stages.context import StageContext
+from pipelines.stages.spec import External, Output, StageSpec
 from retrieval import __version__
+from retrieval.errors import ConfigError, MissingInputError
 from retrieval.tables.store import MANIFEST, write_json_atomic
 
 logger = logging.getLogger(__name__)
-MODULES = {
-    "prepare": "pipelines.stages.prepare",
-    "mine": "pipelines.stages.mine",
-    "denoise": "pipelines.stages.denoise",
-    "augment": "pipelines.stages.augment",
-    "evaluate": "pipelines.stages.evaluate",
-}
-TRAINING = "pipelines.stages.training"
 
 
-def check_graph(config: PipelineConfig) -> None:
-    """Every enabled stage's inputs come from enabled stages: checked before any work."""
+def check_graph(config: PipelineConfig) -> dict[str, StageSpec]:
+    """Every enabled stage's declared inputs come from enabled earlier stages that declare
+    them as outputs; checked before any work. Returns each enabled stage's spec."""
     enabled = config.enabled_stages()
+    specs: dict[str, StageSpec] = {}
     for stage in enabled:
-        for dep in needs(config, stage):
-            if dep is None:
-                raise ValueError(f"stage {stage} needs a dual-encoder training stage before it")
-            if dep not in enabled:
-                raise ValueError(f"stage {stage} needs stage {dep}, which is disabled")
+        spec = stage_spec(config, stage)
+        for ref in spec.reads.values():
+            if not isinstance(ref, Output):
+                continue
+            if ref.stage not in enabled:
+                raise ConfigError(f"stage {stage} needs stage {ref.stage}, which is disabled")
+            if ref.stage not in specs:
+                raise ConfigError(f"stage {stage} reads {ref.stage}, which runs after it")
+            made = specs[ref.stage].writes + specs[ref.stage].may_write
+            if ref.name and ref.name not in made:
+                raise ConfigError(
+                    f"stage {stage} reads {ref.stage}/{ref.name}, which {ref.stage} does not write"
+                )
+        specs[stage] = spec
+    return specs
 
 
-def fingerprint(config: PipelineConfig, stage: str, inputs: dict[str, str]) -> str:
-    """Hash of what determines a stage's output: its section, the shared settings, the inputs'
-    fingerprints and RQA's version. Paths of data and models count by name, not content."""
-    payload = {
-        "stage": stage,
-        "section": getattr(config.stages, stage).model_dump(mode="json", exclude={"enabled"}),
-        "shared": config.model_dump(
-            mode="json",
-            include={"model", "cross_model", "model_settings", "data", "seed", "precision"},
-        ),
-        "inputs": inputs,
-        "version": __version__,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+def needs(config: PipelineConfig, stage: str) -> list[str]:
+    """Earlier stages whose outputs ``stage`` reads, from its declaration."""
+    return stage_spec(config, stage).upstream()
 
 
 def read_stage_manifest(stage_dir: Path) -> dict | None:
     path = stage_dir / MANIFEST
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+@dataclass
+class StagePlan:
+    """One stage's state before the run (cached / stale / missing) and whether it runs."""
+
+    stage: str
+    status: str
+    runs: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def select(
+    config: PipelineConfig, only: str | None, start: str | None, force: tuple[str, ...]
+) -> tuple[list[str], set[str]]:
+    """(stages that may run, stages that run even when cached). A stage rerun gives its
+    outputs a new id, so every stage reading them is stale and reruns when it may."""
+    enabled = config.enabled_stages()
+    for flag, names in (("--only", [only]), ("--from", [start]), ("--force", list(force))):
+        for value in names:
+            if value is not None and value not in enabled:
+                raise ConfigError(f"{flag} {value}: not an enabled stage ({', '.join(enabled)})")
+    forced = set(force) | ({start} if start else set())
+    if only:
+        return [only], forced & {only}
+    return (enabled[enabled.index(start) :] if start else enabled), forced
+
+
+def judge(manifest: dict | None, stage_basis: dict, spec: StageSpec) -> tuple[str, list[str]]:
+    if manifest is None:
+        return "missing", ["no output yet"]
+    if manifest["fingerprint"] == fingerprint(stage_basis):
+        return "cached", []
+    return "stale", why_stale(manifest.get("basis"), stage_basis, spec)
+
+
+def plan_run(
+    config: PipelineConfig,
+    only: str | None = None,
+    start: str | None = None,
+    force: tuple[str, ...] = (),
+) -> list[StagePlan]:
+    """What ``run_pipeline`` would do, and why, without doing any of it (``--dry-run``)."""
+    specs = check_graph(config)
+    chosen, forced = select(config, only, start, force)
+    run_dir = config.resolved_run_dir()
+    upstream: dict[str, dict | str | None] = {}
+    plans = []
+    for stage, spec in specs.items():
+        manifest = read_stage_manifest(run_dir / stage)
+        status, reasons = judge(manifest, basis(config, stage, spec, upstream), spec)
+        runs = stage in chosen and (status != "cached" or stage in forced)
+        if runs and status == "cached":
+            reasons = ["forced by --force/--from"]
+        upstream[stage] = PENDING if runs else manifest
+        plans.append(StagePlan(stage, status, runs, reasons))
+    return plans
+
+
+def format_plan(plans: list[StagePlan]) -> str:
+    lines = [f"{'stage':<13} {'status':<8} {'action':<6} why"]
+    for p in plans:
+        action = "run" if p.runs else "skip"
+        lines.append(f"{p.stage:<13} {p.status:<8} {action:<6} {'; '.join(p.reasons)}")
+    return "\n".join(lines)
+
+
+def check_models(config: PipelineConfig, plans: list[StagePlan]) -> None:
+    """Models named by hub id that a stage about to run reads must be loadable: checked before
+    the first stage, not discovered inside a Ray worker hours later."""
+    for plan in plans:
+        if not plan.runs:
+            continue
+        for name, ref in stage_spec(config, plan.stage).reads.items():
+            if isinstance(ref, External) and ("model" in name or name == "zero-shot"):
+                check_model_available(str(ref.location), name)
 
 
 class PeakMemory:
@@ -100,69 +173,78 @@ class PeakMemory:
         self.peak = max(self.peak, self._sample())
 
 
-def select(config: PipelineConfig, only: str | None, start: str | None) -> list[str]:
-    enabled = config.enabled_stages()
-    for name, value in (("--only", only), ("--from", start)):
-        if value is not None and value not in enabled:
-            raise ValueError(f"{name} {value}: not an enabled stage ({', '.join(enabled)})")
-    if only:
-        return [only]
-    if start:
-        return enabled[enabled.index(start) :]
-    return enabled
-
-
 def run_pipeline(
     config: PipelineConfig,
     only: str | None = None,
     start: str | None = None,
     force: tuple[str, ...] = (),
 ) -> list[dict]:
-    """Run the selected stages; returns one record per enabled stage (ran / cached / skipped)."""
-    check_graph(config)
-    for name in force:
-        if name not in STAGE_ORDER:
-            raise ValueError(f"--force {name}: no such stage ({', '.join(STAGE_ORDER)})")
+    """Run the selected stages; returns one record per enabled stage (ran / cached / stale /
+    missing)."""
+    specs = check_graph(config)
+    check_models(config, plan_run(config, only, start, force))
+    chosen, forced = select(config, only, start, force)
     run_dir = config.resolved_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
-    chosen = select(config, only, start)
-    forced = set(force) | ({start} if start else set())
-    fingerprints: dict[str, str] = {}
+    upstream: dict[str, dict | None] = {}
     records = []
-    for stage in config.enabled_stages():
-        inputs = {dep: fingerprints[dep] for dep in needs(config, stage)}
-        fingerprints[stage] = fingerprint(config, stage, inputs)
+    for index, (stage, spec) in enumerate(specs.items(), 1):
         manifest = read_stage_manifest(run_dir / stage)
-        done = manifest is not None and manifest["fingerprint"] == fingerprints[stage]
-        if stage not in chosen or (done and stage not in forced):
-            status = "cached" if done else ("stale" if manifest else "missing")
-            records.append({"stage": stage, "status": status, **(manifest or {})})
-            logger.info("stage %-13s %s", stage, status)
+        stage_basis = basis(config, stage, spec, upstream)
+        status, reasons = judge(manifest, stage_basis, spec)
+        if stage not in chosen or (status == "cached" and stage not in forced):
+            logger.info("stage %d/%d %-13s %s %s", index, len(specs), stage, status,
+                        "; ".join(reasons))  # fmt: skip
+            records.append({"stage": stage, **(manifest or {}), "status": status})
+            upstream[stage] = manifest
             continue
-        for dep in inputs:
-            if read_stage_manifest(run_dir / dep) is None:
-                raise FileNotFoundError(
-                    f"stage {stage} needs {dep}, which has not run: run it first"
+        for ref in spec.reads.values():
+            if isinstance(ref, Output) and upstream.get(ref.stage) is None:
+                raise MissingInputError(
+                    f"stage {stage} needs {ref.stage}, which has not run: run it first"
                 )
-        records.append(run_stage(config, run_dir, stage, fingerprints[stage], inputs))
+        logger.info("stage %d/%d %-13s running: %s", index, len(specs), stage,
+                    "; ".join(reasons) or "forced")  # fmt: skip
+        records.append(run_stage(config, run_dir, stage, spec, stage_basis))
+        upstream[stage] = read_stage_manifest(run_dir / stage)
     return records
 
 
-def run_stage(config: PipelineConfig, run_dir: Path, stage: str, fp: str, inputs: dict) -> dict:
+def resolve_inputs(run_dir: Path, spec: StageSpec) -> dict[str, Path | str]:
+    """The paths a stage is handed: outputs of earlier stages, or outside files and folders
+    (a model named by hub id stays a name)."""
+    resolved: dict[str, Path | str] = {}
+    for name, ref in spec.reads.items():
+        if isinstance(ref, Output):
+            resolved[name] = run_dir / ref.stage / ref.name if ref.name else run_dir / ref.stage
+        else:
+            path = Path(ref.location)
+            resolved[name] = path.resolve() if path.exists() else str(ref.location)
+    return resolved
+
+
+def run_stage(
+    config: PipelineConfig, run_dir: Path, stage: str, spec: StageSpec, stage_basis: dict
+) -> dict:
+    fp = fingerprint(stage_basis)
     work = run_dir / ".work" / f"{stage}-{fp}"
     tmp = run_dir / f".{stage}.tmp-{uuid.uuid4().hex[:8]}"
-    ctx = StageContext(stage, config, run_dir, tmp, work)
-    module = importlib.import_module(MODULES.get(stage, TRAINING))
+    ctx = StageContext(stage, config, tmp, work, resolve_inputs(run_dir, spec))
+    module = stage_module(stage)
     logger.info("stage %-13s running (work: %s)", stage, work)
     started = time.perf_counter()
     try:
         with PeakMemory() as memory:
             metrics = module.run(ctx)
         tmp.mkdir(exist_ok=True)
+        missing = [name for name in spec.writes if not (tmp / name).exists()]
+        if missing:
+            raise RuntimeError(f"stage {stage} did not write its declared outputs {missing}")
         manifest = {
             "stage": stage,
             "fingerprint": fp,
-            "inputs": inputs,
+            "run_id": uuid.uuid4().hex[:12],
+            "basis": stage_basis,
             "outputs": sorted(p.name for p in tmp.iterdir()),
             "metrics": metrics,
             "wall_s": round(time.perf_counter() - started, 2),

@@ -2,6 +2,10 @@
 workers with gloo, or one worker per GPU with nccl), or in this very process (``local``).
 
 torchrun users call ``python -m pipelines.train_launcher CONFIG`` under torchrun instead.
+
+One writer per output folder: the driver holds a RunLock on it, and every worker a WorkerLock
+for as long as its process lives, so a relaunch waits for the workers of a killed run to exit
+(pipelines/ray_env.py makes them exit within a second) instead of writing beside them.
 """
 
 from __future__ import annotations
@@ -10,34 +14,51 @@ import logging
 import sys
 from pathlib import Path
 
+from pipelines.launch_settings import LaunchSettings, load_train_job
 from pipelines.ray_env import ensure_ray
-from retrieval.training.config import TrainConfig, load_train_config
+from pipelines.run_lock import RunLock, WorkerLock
+from retrieval.errors import ConfigError
+from retrieval.training.config import TrainConfig
 from retrieval.training.loop import train_worker
+from retrieval.training.negatives import check_negatives
 
 logger = logging.getLogger(__name__)
+WORKERS_EXIT_WAIT_S = 30.0  # how long a relaunch waits for a killed run's workers to exit
 
 
 def _worker(config_dict: dict) -> None:
-    train_worker(TrainConfig.model_validate(config_dict))
-
-
-def launch(config: TrainConfig) -> Path:
-    """Train and return the exported model folder; an interrupted run resumes when relaunched."""
-    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-    if config.launcher == "local":
-        if config.workers != 1:
-            raise ValueError("launcher 'local' runs one worker; use 'ray' or torchrun for more")
+    config = TrainConfig.model_validate(config_dict)
+    with WorkerLock(config.output_dir):
         train_worker(config)
-        return Path(config.output_dir) / "model"
+
+
+def launch(config: TrainConfig, how: LaunchSettings | None = None) -> Path:
+    """Train and return the exported model folder; an interrupted run resumes when relaunched.
+    Raises DirectoryInUseError if another live run trains into the same output folder."""
+    how = how or LaunchSettings()
+    check_negatives(config)  # a one-line error here, not a traceback from a worker
+    if how.launcher == "local" and how.workers != 1:
+        raise ConfigError("launcher 'local' runs one worker; use 'ray' or torchrun for more")
+    with RunLock(config.output_dir, purpose="training"):
+        WorkerLock(config.output_dir).wait_until_free(WORKERS_EXIT_WAIT_S)
+        if how.launcher == "local":
+            with WorkerLock(config.output_dir):
+                train_worker(config)
+        else:
+            _fit_on_ray(config, how)
+    return Path(config.output_dir) / "model"
+
+
+def _fit_on_ray(config: TrainConfig, how: LaunchSettings) -> None:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    ensure_ray(config.ray_address)
+    ensure_ray(how.ray_address)
     trainer = TorchTrainer(
         _worker,
         train_loop_config=config.model_dump(mode="json"),
         scaling_config=ScalingConfig(
-            num_workers=config.workers,
+            num_workers=how.workers,
             use_gpu=config.use_gpu,
             resources_per_worker=None if config.use_gpu else {"CPU": 1},
         ),
@@ -48,9 +69,10 @@ def launch(config: TrainConfig) -> Path:
         ),
     )
     trainer.fit()
-    return Path(config.output_dir) / "model"
 
 
 if __name__ == "__main__":  # torchrun entry: every process is one rank
     logging.basicConfig(level=logging.INFO)
-    train_worker(load_train_config(sys.argv[1]))
+    config = load_train_job(sys.argv[1])[0]
+    with WorkerLock(config.output_dir):
+        train_worker(config)

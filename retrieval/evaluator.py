@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.encoding import encode_corpus
+from retrieval.errors import MissingInputError
 from retrieval.indexing import index_from_table
 from retrieval.metrics import answer_recall, evaluate
 from retrieval.models.dual_encoder import DualEncoder
@@ -60,7 +61,7 @@ def check_labels(tables_dir: Path, split: str) -> tuple[bool, bool]:
     has_qrels = table_exists(tables_dir / f"qrels-{split}")
     has_answers = table_exists(tables_dir / f"answers-{split}")
     if not (has_qrels or has_answers):
-        raise FileNotFoundError(f"{tables_dir}: no qrels-{split} or answers-{split} table")
+        raise MissingInputError(f"{tables_dir}: no qrels-{split} or answers-{split} table")
     return has_qrels, has_answers
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from retrieval.errors import ConfigError, MissingInputError
 from retrieval.models import DualEncoder
 from retrieval.precision import PRECISIONS
 from retrieval.tables.readers import prepare_beir, prepare_msmarco, prepare_nq
@@ -26,7 +27,7 @@ def load_model(name: str, **overrides) -> DualEncoder:
             problem = f"cannot load a model from this folder ({reason})"
         else:
             problem = "no such model folder, nor a Hugging Face model id that can be loaded"
-        raise FileNotFoundError(f"--model {name}: {problem}") from None
+        raise MissingInputError(f"--model {name}: {problem}") from None
 
 
 def add_precision_arg(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +68,7 @@ def prepare_inputs(args: argparse.Namespace, out_dir: Path) -> tuple[Path, str]:
     if args.corpus and args.queries and args.qrels:
         prepare_msmarco(args.corpus, {split: args.queries}, {split: args.qrels}, out_dir)
         return out_dir, split
-    raise ValueError(
+    raise ConfigError(
         "name the inputs: --tables DIR, --beir DIR, --corpus with --queries and --qrels, "
         "or --corpus with --answers"
     )

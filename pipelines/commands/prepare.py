@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from retrieval.errors import ConfigError
 from retrieval.tables.readers import (
     download_beir,
     prepare_beir,
@@ -19,7 +20,7 @@ def _split_paths(values: list[str] | None, option: str) -> dict[str, Path]:
     for value in values or []:
         split, sep, path = value.partition("=")
         if not sep or not split or not path:
-            raise ValueError(f"{option} expects SPLIT=PATH, got {value!r}")
+            raise ConfigError(f"{option} expects SPLIT=PATH, got {value!r}")
         out[split] = Path(path)
     return out
 
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     policies = {"on_duplicate": args.on_duplicate, "on_unknown_id": args.on_unknown_id}
     if args.format == "beir":
         if not args.dir and not args.name:
-            raise ValueError("prepare beir needs --dir or --name")
+            raise ConfigError("prepare beir needs --dir or --name")
         folder = args.dir or download_beir(args.name, args.out.parent / "raw")
         manifests = prepare_beir(folder, args.out, splits=args.splits, **policies)
     elif args.format == "msmarco":

@@ -24,14 +24,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--from",
         dest="start",
         choices=STAGE_ORDER,
-        help="rerun this stage and every enabled stage after it",
+        help="rerun this stage and every later stage that reads its outputs (directly or "
+        "through another stage); stages before it are not run",
     )
     parser.add_argument(
         "--force",
         action="append",
         default=[],
         choices=STAGE_ORDER,
-        help="rerun this stage even if its outputs are up to date (repeatable)",
+        help="rerun this stage even if it is up to date, and every stage that reads its "
+        "outputs (repeatable)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each stage as cached/stale/missing, whether it would run and why; do no work",
     )
     parser.set_defaults(run=run)
     show = subparsers.add_parser("config", help="config tools")
@@ -46,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
     config = load_pipeline_config(args.config)
     overrides = {"run_dir": args.run_dir, "model": args.model}
     config = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    if args.dry_run:
+        from pipelines.runner import format_plan, plan_run
+
+        print(format_plan(plan_run(config, args.only, args.start, tuple(args.force))))
+        return 0
     run_and_report(config, only=args.only, start=args.start, force=tuple(args.force))
     return 0
 

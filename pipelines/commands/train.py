@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipelines.launch_settings import load_train_job
 from pipelines.train_launcher import launch
-from retrieval.training.config import load_train_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     names = ("model", "output_dir", "workers", "launcher", "max_steps")
     overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
-    config = load_train_config(args.config, kind=args.kind, **overrides)
-    model_dir = launch(config)
+    config, how = load_train_job(args.config, kind=args.kind, **overrides)
+    model_dir = launch(config, how)
     print(f"model written to {model_dir}")
     return 0

@@ -1,39 +1,51 @@
-"""One module per pipeline stage; each is ``run(ctx) -> metrics`` over the run directory.
+"""One module per pipeline stage: ``spec(config, name)`` declares what it reads and writes,
+``run(ctx)`` does the work and returns its metrics.
 
-Stages are plain functions of (config, input folders) -> output folder; the runner adds Ray,
-caching and atomic hand-over. ``needs`` says which earlier stages a stage reads.
+Stages are plain functions of (config, resolved input paths) -> output folder; the runner
+adds Ray, caching and atomic hand-over. This file maps stage names to modules, nothing more.
 """
 
 from __future__ import annotations
 
-from pipelines.config import PipelineConfig
+import importlib
+from types import ModuleType
+
+from pipelines.config import STAGE_ORDER, PipelineConfig
+from pipelines.stages.spec import StageSpec
+from retrieval.errors import ConfigError
 
 DUAL_STAGES = ("train_dual_0", "train_dual_1", "train_dual_2", "train_joint")
+MODULES = {
+    "prepare": "pipelines.stages.prepare",
+    "train_dual_0": "pipelines.stages.training",
+    "mine": "pipelines.stages.mine",
+    "train_cross": "pipelines.stages.training",
+    "denoise": "pipelines.stages.denoise",
+    "train_dual_1": "pipelines.stages.training",
+    "augment": "pipelines.stages.augment",
+    "train_dual_2": "pipelines.stages.training",
+    "train_joint": "pipelines.stages.training",
+    "evaluate": "pipelines.stages.evaluate",
+}
+assert tuple(MODULES) == STAGE_ORDER
 
 
-def last_dual_before(config: PipelineConfig, stage: str) -> str | None:
+def stage_module(stage: str) -> ModuleType:
+    """The module that runs ``stage``; an unknown name is an error, never a default."""
+    if stage not in MODULES:
+        raise ConfigError(f"no stage named '{stage}' (stages: {', '.join(STAGE_ORDER)})")
+    return importlib.import_module(MODULES[stage])
+
+
+def stage_spec(config: PipelineConfig, stage: str) -> StageSpec:
+    return stage_module(stage).spec(config, stage)
+
+
+def last_dual_before(config: PipelineConfig, stage: str) -> str:
     """The most recent enabled stage before ``stage`` that produced a dual encoder."""
-    order = list(config.enabled_stages())
+    order = config.enabled_stages()
     earlier = order[: order.index(stage)] if stage in order else order
     duals = [s for s in earlier if s in DUAL_STAGES]
-    return duals[-1] if duals else None
-
-
-def needs(config: PipelineConfig, stage: str) -> list[str]:
-    """Earlier stages whose outputs ``stage`` reads (all must be enabled)."""
-    fixed = {
-        "prepare": [],
-        "train_dual_0": ["prepare"],
-        "mine": ["prepare", last_dual_before(config, "mine")],
-        "train_cross": ["prepare", "mine"],
-        "denoise": ["prepare", "mine", "train_cross"],
-        "train_dual_1": ["prepare", "denoise"],
-        "augment": ["prepare", "train_cross", last_dual_before(config, "augment")],
-        "train_dual_2": ["prepare", "denoise", "augment"],
-        "train_joint": ["prepare", "denoise", "train_cross", last_dual_before(config, stage)],
-        "evaluate": ["prepare", *[s for s in config.enabled_stages() if s in DUAL_STAGES]],
-    }[stage]
-    section = getattr(config.stages, stage)
-    if getattr(section, "init", "base") == "previous" and stage != "train_joint":
-        fixed.append(last_dual_before(config, stage))
-    return list(dict.fromkeys(fixed))
+    if not duals:
+        raise ConfigError(f"stage {stage} needs an enabled dual-encoder training stage before it")
+    return duals[-1]

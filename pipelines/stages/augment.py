@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipelines.config import PipelineConfig
 from pipelines.stages import last_dual_before
 from pipelines.stages.ce_scores import ce_logits, sigmoid
 from pipelines.stages.context import StageContext
 from pipelines.stages.corpus_vectors import encode_stage_corpus
+from pipelines.stages.spec import External, Output, StageSpec
+from retrieval.errors import ConfigError
 from retrieval.indexing import index_from_table
 from retrieval.models import DualEncoder
 from retrieval.retriever import search_queries
@@ -23,18 +26,29 @@ from retrieval.tables.store import read_table, write_table
 def unlabeled_queries(ctx: StageContext) -> list[str]:
     section = ctx.section
     texts: list[str] = []
-    if section.queries_file is not None:
-        lines = section.queries_file.read_text(encoding="utf-8").splitlines()
+    if "queries_file" in ctx.inputs:
+        lines = ctx.path("queries_file").read_text(encoding="utf-8").splitlines()
         texts += [line.strip() for line in lines if line.strip()]
     if section.from_corpus:
-        titles = read_table(ctx.tables / "corpus", columns=["title"])["title"].to_pylist()
+        titles = read_table(ctx.path("corpus"), columns=["title"])["title"].to_pylist()
         titles = [t for t in titles if t and len(t.split()) >= 4]
         rng = np.random.default_rng(ctx.config.seed)
         picked = rng.choice(len(titles), size=min(section.from_corpus, len(titles)), replace=False)
         texts += [titles[i] for i in sorted(picked)]
     if not texts:
-        raise ValueError("stage augment: set stages.augment.queries_file or from_corpus")
+        raise ConfigError("stage augment: set stages.augment.queries_file or from_corpus")
     return list(dict.fromkeys(texts))
+
+
+def spec(config: PipelineConfig, name: str) -> StageSpec:
+    reads = {
+        "corpus": Output("prepare", "corpus"),
+        "model": Output(last_dual_before(config, name), "model"),
+        "cross_model": Output("train_cross", "model"),
+    }
+    if config.stages.augment.queries_file is not None:
+        reads["queries_file"] = External(config.stages.augment.queries_file)
+    return StageSpec(reads=reads, writes=("queries-augmented", "examples-augmented"))
 
 
 def run(ctx: StageContext) -> dict:
@@ -45,17 +59,17 @@ def run(ctx: StageContext) -> dict:
     write_table(
         ctx.out / "queries-augmented", [{"qid": q, "text": t} for q, t in zip(qids, texts)], QUERIES
     )
-    model_dir = ctx.stage_dir(last_dual_before(ctx.config, "augment")) / "model"
+    model_dir = ctx.path("model")
     model = DualEncoder.from_pretrained(model_dir)
     precision = ctx.config.precision
     embeddings = ctx.work / "embeddings"
-    encode_stage_corpus(ctx, model_dir, model, embeddings)
+    encode_stage_corpus(ctx, ctx.path("corpus"), model_dir, model, embeddings)
     index = index_from_table(embeddings)
     _, pids = search_queries(model, qids, texts, index, section.depth, precision=precision)
     logits = ce_logits(
-        ctx.stage_dir("train_cross") / "model",
+        ctx.path("cross_model"),
         {q: [p for p in row if p] for q, row in zip(qids, pids)},
-        ctx.tables / "corpus",
+        ctx.path("corpus"),
         ctx.out / "queries-augmented",
         section.batch_size,
         precision,

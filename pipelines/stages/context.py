@@ -1,9 +1,10 @@
-"""What a stage is handed: its config, where to write (a temporary folder) and where to keep
-work that must survive a crash (checkpoints), and where earlier stages' outputs are."""
+"""What a stage is handed: its config, its inputs resolved to paths (or a hub id for a model
+named by id), a temporary folder to write its outputs into, and a work folder that survives
+a crash (checkpoints). A stage opens nothing else, so a test can call it without the runner."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.config import PipelineConfig
@@ -13,16 +14,18 @@ from pipelines.config import PipelineConfig
 class StageContext:
     name: str
     config: PipelineConfig
-    run_dir: Path
     out: Path  # becomes run_dir/name when the stage succeeds
-    work: Path  # run_dir/.work/name: kept across crashes, removed after success
+    work: Path  # run_dir/.work/name-FINGERPRINT: kept across crashes, removed after success
+    inputs: dict[str, Path | str] = field(default_factory=dict)  # as the stage's spec names them
 
-    def stage_dir(self, stage: str) -> Path:
-        return self.run_dir / stage
+    def path(self, name: str) -> Path:
+        """An input that must be a local path (a table, a folder, a model folder)."""
+        return Path(self.inputs[name])
 
     @property
     def tables(self) -> Path:
-        return self.run_dir / "prepare"
+        """The prepared tables (corpus, queries, qrels...): the ``tables`` input."""
+        return self.path("tables")
 
     @property
     def section(self):

@@ -11,9 +11,11 @@ from retrieval.encoding import encode_corpus
 from retrieval.models import DualEncoder
 
 
-def encode_stage_corpus(ctx: StageContext, model_dir: Path, model: DualEncoder, out: Path) -> None:
-    """Embeddings of ``ctx.tables / "corpus"`` by ``model`` (saved at ``model_dir``) at ``out``."""
-    section, corpus = ctx.section, ctx.tables / "corpus"
+def encode_stage_corpus(
+    ctx: StageContext, corpus: Path, model_dir: Path, model: DualEncoder, out: Path
+) -> None:
+    """Embeddings of the ``corpus`` table by ``model`` (saved at ``model_dir``) at ``out``."""
+    section = ctx.section
     if section.encode_actors:
         encode_corpus_ray(
             model_dir, corpus, out, section.encode_actors, section.batch_size,

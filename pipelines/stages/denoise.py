@@ -14,8 +14,10 @@ Also writes the hybrid lists of RocketQAv2: denoised negatives plus undenoised r
 
 from __future__ import annotations
 
+from pipelines.config import PipelineConfig
 from pipelines.stages.ce_scores import ce_logits, sigmoid
 from pipelines.stages.context import StageContext
+from pipelines.stages.spec import Output, StageSpec
 from retrieval.tables.schemas import EXAMPLES
 from retrieval.tables.store import read_table, write_table
 
@@ -44,18 +46,31 @@ def split_relative(
     return kept, dropped
 
 
+def spec(config: PipelineConfig, name: str) -> StageSpec:
+    split = config.data.train_split
+    return StageSpec(
+        reads={
+            "corpus": Output("prepare", "corpus"),
+            "queries": Output("prepare", f"queries-{split}"),
+            "examples": Output("mine", f"examples-{split}"),
+            "cross_model": Output("train_cross", "model"),
+        },
+        writes=(f"examples-{split}", f"examples-joint-{split}"),
+    )
+
+
 def run(ctx: StageContext) -> dict:
     section, split = ctx.section, ctx.config.data.train_split
-    examples = read_table(ctx.stage_dir("mine") / f"examples-{split}").to_pylist()
+    examples = read_table(ctx.path("examples")).to_pylist()
     relative = section.mode == "relative"
     lists = {
         row["qid"]: row["negatives"] + (row["positives"] if relative else []) for row in examples
     }
     logits = ce_logits(
-        ctx.stage_dir("train_cross") / "model",
+        ctx.path("cross_model"),
         lists,
-        ctx.tables / "corpus",
-        ctx.tables / f"queries-{split}",
+        ctx.path("corpus"),
+        ctx.path("queries"),
         section.batch_size,
         ctx.config.precision,
     )

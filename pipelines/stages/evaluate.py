@@ -8,8 +8,10 @@ import json
 
 import numpy as np
 
+from pipelines.config import PipelineConfig
 from pipelines.stages import DUAL_STAGES
 from pipelines.stages.context import StageContext
+from pipelines.stages.spec import External, Output, StageSpec
 from retrieval.evaluator import evaluate_retriever, read_qrels
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.metrics import evaluate, write_trec_run
@@ -23,22 +25,36 @@ METRICS = ("ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@10", "recall@20"
            "recall@100")  # fmt: skip
 
 
-def final_cross_encoder(ctx: StageContext):
-    if ctx.config.enabled("train_joint"):
-        return ctx.stage_dir("train_joint") / "cross_model"
-    if ctx.config.enabled("train_cross"):
-        return ctx.stage_dir("train_cross") / "model"
+def final_cross_encoder(config: PipelineConfig) -> Output | None:
+    """The re-ranker of the run: joint training's when it ran, else train_cross's."""
+    if config.enabled("train_joint"):
+        return Output("train_joint", "cross_model")
+    if config.enabled("train_cross"):
+        return Output("train_cross", "model")
     return None
+
+
+def spec(config: PipelineConfig, name: str) -> StageSpec:
+    """Reads every dual encoder of the run (by stage name), the base model for the zero-shot
+    row, and the final re-ranker."""
+    reads: dict = {"tables": Output("prepare")}
+    if config.stages.evaluate.zero_shot:
+        reads["zero-shot"] = External(config.model)
+    for stage in config.enabled_stages():
+        if stage in DUAL_STAGES:
+            reads[stage] = Output(stage, "model")
+    cross = final_cross_encoder(config)
+    if cross is not None:
+        reads["cross_model"] = cross
+    return StageSpec(reads=reads, writes=("metrics.json",))
 
 
 def run(ctx: StageContext) -> dict:
     section, split = ctx.section, ctx.config.data.eval_split
     metrics = tuple(m for m in METRICS if int(m.split("@")[1]) <= section.k)
     ctx.out.mkdir(parents=True)
-    models = {"zero-shot": ctx.config.model} if section.zero_shot else {}
-    for stage in ctx.config.enabled_stages():
-        if stage in DUAL_STAGES:
-            models[stage] = str(ctx.stage_dir(stage) / "model")
+    models = {name: str(ctx.inputs[name]) for name in ctx.inputs if name == "zero-shot"}
+    models.update({name: str(ctx.path(name)) for name in ctx.inputs if name in DUAL_STAGES})
     results: dict[str, dict] = {}
     if section.bm25:
         from retrieval.bm25 import evaluate_bm25
@@ -47,7 +63,7 @@ def run(ctx: StageContext) -> dict:
     last = None
     for name, path in models.items():
         model = DualEncoder.from_pretrained(
-            path, **(ctx.config.model_settings if name == "zero-shot" else {})
+            path, **(ctx.config.model_settings.overrides() if name == "zero-shot" else {})
         )
         result = evaluate_retriever(
             model, ctx.tables, split, metrics, k=section.k, batch_size=section.batch_size,
@@ -55,7 +71,7 @@ def run(ctx: StageContext) -> dict:
         )  # fmt: skip
         write_trec_run(result.run, ctx.out / f"run-{name}.trec")
         results[name], last = result.metrics, (name, result)
-    cross = final_cross_encoder(ctx)
+    cross = ctx.inputs.get("cross_model")
     if cross is not None and last is not None and table_exists(ctx.tables / f"qrels-{split}"):
         results[last[0]].update(rerank_metrics(ctx, cross, last[1].run, split))
     (ctx.out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")

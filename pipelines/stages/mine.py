@@ -3,9 +3,11 @@ the top non-positive ones become hard-negative candidates (RocketQA's mined nega
 
 from __future__ import annotations
 
+from pipelines.config import PipelineConfig
 from pipelines.stages import last_dual_before
 from pipelines.stages.context import StageContext
 from pipelines.stages.corpus_vectors import encode_stage_corpus
+from pipelines.stages.spec import Output, StageSpec
 from retrieval.indexing import index_from_table
 from retrieval.models import DualEncoder
 from retrieval.retriever import read_queries, search_queries, to_candidates
@@ -25,14 +27,25 @@ def mined_examples(tables, split: str, candidates, keep: int) -> list[dict]:
     return rows
 
 
+def spec(config: PipelineConfig, name: str) -> StageSpec:
+    split = config.data.train_split
+    return StageSpec(
+        reads={
+            "tables": Output("prepare"),
+            "model": Output(last_dual_before(config, name), "model"),
+        },
+        writes=("embeddings", f"candidates-{split}", f"examples-{split}"),
+    )
+
+
 def run(ctx: StageContext) -> dict:
     section, split = ctx.section, ctx.config.data.train_split
-    model_dir = ctx.stage_dir(last_dual_before(ctx.config, "mine")) / "model"
+    model_dir = ctx.path("model")
     model = DualEncoder.from_pretrained(model_dir)
     ctx.out.mkdir(parents=True)
     precision = ctx.config.precision
     embeddings = ctx.out / "embeddings"
-    encode_stage_corpus(ctx, model_dir, model, embeddings)
+    encode_stage_corpus(ctx, ctx.tables / "corpus", model_dir, model, embeddings)
     index = index_from_table(embeddings, factory=section.factory)
     qids, texts = read_queries(ctx.tables / f"queries-{split}")
     scores, pids = search_queries(model, qids, texts, index, section.depth, precision=precision)

@@ -9,39 +9,61 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from pipelines.config import PipelineConfig
+from pipelines.launch_settings import LaunchSettings, split_launch_keys
 from pipelines.stages import last_dual_before
 from pipelines.stages.context import StageContext
+from pipelines.stages.spec import External, Output, StageSpec
 from pipelines.train_launcher import launch
 from retrieval.tables.schemas import EXAMPLES
 from retrieval.tables.store import read_table, table_exists, write_table
 from retrieval.training.config import TrainConfig, absolute_paths
 
 KIND = {"train_cross": "cross", "train_joint": "joint"}
+EXAMPLES_FROM = {  # the examples table each stage trains on, by producing stage and name
+    "train_cross": ("mine", "examples-{split}"),
+    "train_dual_1": ("denoise", "examples-{split}"),
+    "train_dual_2": ("denoise", "examples-{split}"),
+    "train_joint": ("denoise", "examples-joint-{split}"),
+}
 
 
-def start_model(ctx: StageContext) -> str:
-    """The dual encoder a stage starts from: the base model, or the previous stage's."""
-    if ctx.name == "train_joint" or ctx.section.init == "previous":
-        previous = last_dual_before(ctx.config, ctx.name)
-        return str(ctx.stage_dir(previous) / "model")
-    return ctx.config.model
+def start_model(config: PipelineConfig, name: str) -> Output | External:
+    """The model a stage starts from: the previous dual stage's, or the base (cross) model."""
+    section = getattr(config.stages, name)
+    if name == "train_joint" or section.init == "previous":
+        return Output(last_dual_before(config, name), "model")
+    if name == "train_cross":
+        return External(config.cross_model or config.model)
+    return External(config.model)
+
+
+def spec(config: PipelineConfig, name: str) -> StageSpec:
+    split = config.data.train_split
+    reads: dict = {"tables": Output("prepare"), "model": start_model(config, name)}
+    if name in EXAMPLES_FROM:
+        stage, table = EXAMPLES_FROM[name]
+        reads["examples"] = Output(stage, table.format(split=split))
+    if name == "train_dual_2":
+        reads["augmented"] = Output("augment", "examples-augmented")
+    if name == "train_joint":
+        reads["cross_model"] = Output("train_cross", "model")
+    writes = ("model", "cross_model") if name == "train_joint" else ("model",)
+    return StageSpec(
+        reads=reads, writes=(*writes, "train_summary.json"), may_write=("train_log.jsonl",)
+    )
 
 
 def examples_for(ctx: StageContext) -> Path | None:
     """The examples table a stage trains on (None: positives from qrels only)."""
-    split = ctx.config.data.train_split
     if ctx.name == "train_dual_0":
         if ctx.section.bm25_negatives:
-            return bm25_examples(ctx, split)
+            return bm25_examples(ctx, ctx.config.data.train_split)
         return None
-    if ctx.name == "train_cross":
-        return ctx.stage_dir("mine") / f"examples-{split}"
-    if ctx.name == "train_dual_1":
-        return ctx.stage_dir("denoise") / f"examples-{split}"
-    if ctx.name == "train_joint":
-        return ctx.stage_dir("denoise") / f"examples-joint-{split}"
-    labeled = read_table(ctx.stage_dir("denoise") / f"examples-{split}")
-    augmented = read_table(ctx.stage_dir("augment") / "examples-augmented")
+    if "augmented" not in ctx.inputs:
+        return ctx.path("examples")
+    labeled = read_table(ctx.path("examples"))
+    augmented = read_table(ctx.path("augmented"))
     combined = ctx.work / "examples-combined"
     write_table(combined, pa.concat_tables([labeled, augmented.cast(EXAMPLES)]), EXAMPLES)
     return combined
@@ -69,31 +91,35 @@ def bm25_examples(ctx: StageContext, split: str) -> Path:
     return path
 
 
-def train_config(ctx: StageContext, examples: Path | None) -> TrainConfig:
+def train_config(ctx: StageContext, examples: Path | None) -> tuple[TrainConfig, LaunchSettings]:
+    """The stage's ``train`` section as the library's TrainConfig, plus how to launch it."""
+    train_keys, launch_keys = split_launch_keys(ctx.section.train.model_dump(exclude_unset=True))
     kind = KIND.get(ctx.name, "dual")
-    base_cross = ctx.config.cross_model or ctx.config.model
     raw = {
         "kind": kind,
-        "model": base_cross if kind == "cross" and ctx.section.init == "base" else start_model(ctx),
+        "model": str(ctx.inputs["model"]),
         "output_dir": str(ctx.work),
         "data": {"tables": str(ctx.tables), "split": ctx.config.data.train_split},
         "seed": ctx.config.seed,
-        "ray_address": ctx.config.ray.address,
-        **ctx.section.train,
+        **train_keys,
     }
     if examples is not None:
         raw["data"]["examples"] = str(examples)
     if kind == "dual":
-        raw["model_settings"] = {**ctx.config.model_settings, **raw.get("model_settings", {})}
+        raw["model_settings"] = {
+            **ctx.config.model_settings.overrides(),
+            **ctx.section.train.model_settings.overrides(),
+        }
     if kind == "joint":
-        raw["cross_model"] = str(ctx.stage_dir("train_cross") / "model")
-    return absolute_paths(TrainConfig.model_validate(raw))
+        raw["cross_model"] = str(ctx.path("cross_model"))
+    how = LaunchSettings(**launch_keys, ray_address=ctx.config.ray.address)
+    return absolute_paths(TrainConfig.model_validate(raw)), how
 
 
 def run(ctx: StageContext) -> dict:
     ctx.work.mkdir(parents=True, exist_ok=True)
-    config = train_config(ctx, examples_for(ctx))
-    launch(config)
+    config, how = train_config(ctx, examples_for(ctx))
+    launch(config, how)
     ctx.out.mkdir(parents=True)
     for name in ("model", "cross_model"):
         if (ctx.work / name).is_dir():

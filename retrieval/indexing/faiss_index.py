@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from retrieval.errors import ConfigError, MissingInputError
 from retrieval.indexing.vectors import as_matrix, check_k
 from retrieval.tables.store import atomic_dir, write_json_atomic
 
@@ -106,7 +107,7 @@ class FaissIndex:
         try:
             index = faiss.index_factory(int(dim), factory, measure.faiss_metric)
         except RuntimeError:
-            raise ValueError(f"faiss index_factory does not understand {factory!r}") from None
+            raise ConfigError(f"faiss index_factory does not understand {factory!r}") from None
         self._setup(index, factory, metric, use_gpu)
 
     def _setup(self, index: faiss.Index, factory: str, metric: str, use_gpu: bool) -> None:
@@ -285,7 +286,7 @@ class FaissIndex:
         folder = Path(folder)
         for name in (META_FILE, INDEX_FILE, PIDS_FILE):
             if not (folder / name).is_file():
-                raise FileNotFoundError(f"{folder}: not a saved FaissIndex (missing {name})")
+                raise MissingInputError(f"{folder}: not a saved FaissIndex (missing {name})")
         meta = json.loads((folder / META_FILE).read_text())
         index = faiss.read_index(str(folder / INDEX_FILE))
         pids = pq.read_table(folder / PIDS_FILE, columns=["pid"]).column("pid").combine_chunks()

@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
+from retrieval.errors import ConfigError
 from retrieval.metrics.ranking import (
     Hits,
     average_precision,
@@ -44,7 +45,7 @@ def parse_metric(name: str) -> Measure:
             return average_precision
         if measure in _CUT_MEASURES and k is not None:
             return partial(_CUT_MEASURES[measure], k=int(k))
-    raise ValueError(f"unknown metric {name!r}; valid forms: {VALID_FORMS}")
+    raise ConfigError(f"unknown metric {name!r}; valid forms: {VALID_FORMS}")
 
 
 def per_query(

@@ -5,8 +5,10 @@ Readers raise it so that a user sees a single line naming the file, the line and
 
 from __future__ import annotations
 
+from retrieval.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """Bad input: ``str(err)`` is one line, ``path:line: field: problem``."""
 
     def __init__(

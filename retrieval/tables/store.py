@@ -20,6 +20,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from retrieval.errors import MissingInputError
+
 MANIFEST = "_manifest.json"
 DEFAULT_SHARD_ROWS = 100_000
 
@@ -149,7 +151,7 @@ def table_exists(path: str | os.PathLike) -> bool:
 def read_manifest(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not table_exists(path):
-        raise FileNotFoundError(f"{path}: no table here (missing {MANIFEST})")
+        raise MissingInputError(f"{path}: no table here (missing {MANIFEST})")
     return json.loads((path / MANIFEST).read_text())
 
 

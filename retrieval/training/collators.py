@@ -16,15 +16,23 @@ from retrieval.training.passages import PassageStore
 
 
 def pick_passages(
-    rng: np.random.Generator, positives: np.ndarray, negatives: np.ndarray, n_neg: int, corpus: int
+    rng: np.random.Generator,
+    positives: np.ndarray,
+    negatives: np.ndarray,
+    n_neg: int,
+    corpus: int,
+    random_negatives: bool = False,
 ) -> list[int]:
     """One positive, then ``n_neg`` negatives: without repetition while the pool lasts, with
-    repetition beyond it, and random corpus passages when an example has no negatives at all
-    (a random passage is almost surely irrelevant, as in DPR's in-batch setting)."""
+    repetition beyond it. An example with no negatives at all gets random corpus passages only
+    when ``random_negatives`` says so (almost surely irrelevant, as in DPR's in-batch setting);
+    otherwise it is an error, which retrieval/training/negatives.py reports before training."""
     chosen = [int(rng.choice(positives))]
     if n_neg == 0:
         return chosen
     if len(negatives) == 0:
+        if not random_negatives:
+            raise ValueError("an example has no negatives and random_negatives is off")
         pool = rng.integers(0, corpus, size=n_neg)
     elif len(negatives) >= n_neg:
         pool = rng.choice(negatives, size=n_neg, replace=False)
@@ -41,16 +49,20 @@ class DualCollator:
         passages: PassageStore,
         hard_negatives: int,
         seed: int,
+        random_negatives: bool = False,
     ):
         self.model, self.examples, self.passages = model, examples, passages
         self.hard_negatives, self.seed = hard_negatives, seed
+        self.random_negatives = random_negatives
 
     def __call__(self, indices: np.ndarray, step: int) -> dict[str, dict[str, torch.Tensor]]:
         rows: list[int] = []
         for i in indices:
             rng = np.random.default_rng([self.seed, step, int(i)])
             ex_pos, ex_neg = self.examples.positives[i], self.examples.negatives[i]
-            rows += pick_passages(rng, ex_pos, ex_neg, self.hard_negatives, len(self.passages))
+            rows += pick_passages(
+                rng, ex_pos, ex_neg, self.hard_negatives, len(self.passages), self.random_negatives
+            )
         titles, texts = self.passages.get(rows)
         return {
             "query_inputs": self.model.tokenize_queries(
@@ -68,9 +80,11 @@ class CrossCollator:
         passages: PassageStore,
         group_size: int,
         seed: int,
+        random_negatives: bool = False,
     ):
         self.model, self.examples, self.passages = model, examples, passages
         self.group_size, self.seed = group_size, seed
+        self.random_negatives = random_negatives
 
     def __call__(self, indices: np.ndarray, step: int) -> dict[str, dict[str, torch.Tensor]]:
         rows: list[int] = []
@@ -78,7 +92,9 @@ class CrossCollator:
         for i in indices:
             rng = np.random.default_rng([self.seed, step, int(i)])
             ex_pos, ex_neg = self.examples.positives[i], self.examples.negatives[i]
-            rows += pick_passages(rng, ex_pos, ex_neg, self.group_size - 1, len(self.passages))
+            rows += pick_passages(
+                rng, ex_pos, ex_neg, self.group_size - 1, len(self.passages), self.random_negatives
+            )
             queries += [self.examples.queries[i]] * self.group_size
         titles, texts = self.passages.get(rows)
         return {"inputs": self.model.tokenize(queries, titles, texts)}
@@ -95,17 +111,21 @@ class JointCollator:
         passages: PassageStore,
         group_size: int,
         seed: int,
+        random_negatives: bool = False,
     ):
         self.dual, self.examples = dual, examples
-        self.cross = CrossCollator(cross, examples, passages, group_size, seed)
+        self.cross = CrossCollator(cross, examples, passages, group_size, seed, random_negatives)
         self.passages, self.group_size, self.seed = passages, group_size, seed
+        self.random_negatives = random_negatives
 
     def __call__(self, indices: np.ndarray, step: int) -> dict[str, dict[str, torch.Tensor]]:
         rows: list[int] = []
         for i in indices:
             rng = np.random.default_rng([self.seed, step, int(i)])
             ex_pos, ex_neg = self.examples.positives[i], self.examples.negatives[i]
-            rows += pick_passages(rng, ex_pos, ex_neg, self.group_size - 1, len(self.passages))
+            rows += pick_passages(
+                rng, ex_pos, ex_neg, self.group_size - 1, len(self.passages), self.random_negatives
+            )
         titles, texts = self.passages.get(rows)
         queries = [self.examples.queries[i] for i in indices]
         repeated = [q for q in queries for _ in range(self.group_size)]

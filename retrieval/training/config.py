@@ -11,6 +11,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from retrieval.errors import ConfigError, MissingInputError
+from retrieval.losses.arguments import loss_arguments, settable
+from retrieval.training.model_settings import ModelSettings
+
 LOSSES_BY_KIND = {
     "dual": ("cross_batch", "infonce"),
     "cross": ("listwise_ce", "pointwise_bce"),
@@ -19,6 +23,8 @@ LOSSES_BY_KIND = {
 
 
 class Strict(BaseModel):
+    """The base of every config block: unknown keys are errors, ``model_*`` names are allowed."""
+
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
@@ -42,15 +48,26 @@ class TrainConfig(Strict):
     cross_model: str | None = Field(default=None, description="joint: the re-ranker to start from")
     output_dir: Path
     data: DataConfig
-    model_settings: dict = Field(default_factory=dict, description="DualEncoderSettings overrides")
+    model_settings: ModelSettings = Field(
+        default_factory=ModelSettings, description="DualEncoderSettings overrides"
+    )
     loss: str | None = Field(
         default=None,
         description="dual: cross_batch (default) | infonce; "
         "cross: listwise_ce (default) | pointwise_bce",
     )
-    loss_args: dict = Field(default_factory=dict)
+    loss_args: dict = Field(
+        default_factory=dict,
+        description="arguments of the chosen loss, checked against its constructor "
+        "(retrieval/losses/arguments.py)",
+    )
     moco_queue_size: int = Field(default=0, ge=0, description="0 = no queue of past passages")
     hard_negatives: int = Field(default=0, ge=0, description="per query (dual)")
+    random_negatives: bool = Field(
+        default=False,
+        description="an example without negatives draws random corpus passages instead "
+        "(logged); off: such examples are an error before training starts",
+    )
     group_size: int = Field(
         default=4, ge=2, description="1 positive + n-1 negatives (cross, joint)"
     )
@@ -74,10 +91,7 @@ class TrainConfig(Strict):
     deepspeed: Path | None = Field(
         default=None, description="DeepSpeed JSON; default: ZeRO 0, fp32, clipping 1.0"
     )
-    workers: int = Field(default=1, ge=1)
-    use_gpu: bool = False
-    launcher: Literal["ray", "local"] = "ray"
-    ray_address: str | None = None
+    use_gpu: bool = Field(default=False, description="train on CUDA with nccl (else CPU, gloo)")
 
     @model_validator(mode="after")
     def _loss_fits_kind(self) -> TrainConfig:
@@ -89,29 +103,43 @@ class TrainConfig(Strict):
                 f"loss '{self.loss}' does not train a {self.kind} model; use one of "
                 f"{', '.join(allowed)}"
             )
+        try:
+            checked = loss_arguments(self.loss).model_validate(self.loss_args)
+        except ValidationError as err:
+            first = err.errors()[0]
+            key = ".".join(str(p) for p in first["loc"])
+            takes = ", ".join(settable(self.loss)) or "no arguments"
+            raise ValueError(
+                f"key 'loss_args.{key}': {first['msg']} (loss '{self.loss}' takes {takes})"
+            ) from None
+        self.loss_args = checked.model_dump(exclude_unset=True)
         return self
 
 
 def one_line(err: ValidationError, source: object) -> str:
-    """Pydantic's multi-line report as one line naming the key."""
+    """Pydantic's multi-line report as one line naming the key (a check over several keys
+    names them in its own message)."""
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{source}: key '{key}': {first['msg']}{more}"
+    message = first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:
+        return f"{source}: {message}{more}"
+    key = ".".join(str(p) for p in first["loc"])
+    return f"{source}: key '{key}': {message}{more}"
 
 
 def read_yaml_mapping(path: Path) -> dict:
     """A YAML file's top-level mapping, or a one-line error naming the file."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: config file not found")
+        raise MissingInputError(f"{path}: config file not found")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ValueError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+        raise ConfigError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of keys at the top level")
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     return raw
 
 
@@ -122,7 +150,7 @@ def load_train_config(path: str | Path, **overrides) -> TrainConfig:
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as err:
-        raise ValueError(one_line(err, path)) from None
+        raise ConfigError(one_line(err, path)) from None
     check_paths(config, path)
     return absolute_paths(config)
 
@@ -132,7 +160,7 @@ def check_paths(config: TrainConfig, source: object) -> None:
     named["deepspeed"] = config.deepspeed
     for key, value in named.items():
         if value is not None and not Path(value).exists():
-            raise FileNotFoundError(f"{source}: key '{key}': {value} does not exist")
+            raise MissingInputError(f"{source}: key '{key}': {value} does not exist")
 
 
 def absolute_paths(config: TrainConfig) -> TrainConfig:

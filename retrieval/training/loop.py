@@ -30,6 +30,7 @@ from retrieval.training.modules import (
     DualTrainingModule,
     JointTrainingModule,
 )
+from retrieval.training.negatives import check_negatives
 from retrieval.training.optimizer import param_groups
 from retrieval.training.passages import PassageStore
 from retrieval.training.sampler import StepSampler
@@ -81,19 +82,25 @@ def build(config: TrainConfig, store: PassageStore, examples: ResolvedExamples):
     if config.kind == "cross":
         model = CrossEncoder.from_pretrained(config.model, max_len=config.cross_max_len)
         loss = build_loss(config.loss, **config.loss_args)
-        collate = CrossCollator(model, examples, store, config.group_size, config.seed)
+        collate = CrossCollator(
+            model, examples, store, config.group_size, config.seed, config.random_negatives
+        )
         return CrossTrainingModule(model, loss, config.group_size), collate, {"model": model}
-    dual = DualEncoder.from_pretrained(config.model, **config.model_settings)
+    dual = DualEncoder.from_pretrained(config.model, **config.model_settings.overrides())
     if config.kind == "joint":
         cross = CrossEncoder.from_pretrained(config.cross_model, max_len=config.cross_max_len)
         loss = build_loss(config.loss, **config.loss_args)
-        collate = JointCollator(dual, cross, examples, store, config.group_size, config.seed)
+        collate = JointCollator(
+            dual, cross, examples, store, config.group_size, config.seed, config.random_negatives
+        )
         module = JointTrainingModule(dual, cross, loss, config.group_size)
         return module, collate, {"model": dual, "cross_model": cross}
     loss_args = {"temperature": dual.settings.temperature, "similarity": dual.settings.similarity}
     loss = build_loss(config.loss, **{**loss_args, **config.loss_args})
     queue = MoCoQueue(config.moco_queue_size, dual.dim) if config.moco_queue_size else None
-    collate = DualCollator(dual, examples, store, config.hard_negatives, config.seed)
+    collate = DualCollator(
+        dual, examples, store, config.hard_negatives, config.seed, config.random_negatives
+    )
     return DualTrainingModule(dual, loss, queue), collate, {"model": dual}
 
 
@@ -159,6 +166,7 @@ def prepare_data(config: TrainConfig) -> None:
     """Resolve examples to corpus rows and build the memory-mapped corpus cache, once."""
     if table_exists(data_dir(config) / "examples"):
         return
+    check_negatives(config)
     tables = Path(config.data.tables)
     examples = load_examples(tables, config.data.split, config.data.examples)
     if config.data.max_examples:
@@ -190,6 +198,7 @@ def run_steps(engine, collate, sampler, config, start, total, rank, world) -> di
                 "loss": last_loss,
                 "examples_per_s": rate,
                 "lr": engine.get_lr()[0],
+                "candidates_per_query": getattr(engine.module.loss, "last_num_candidates", None),
             }
             logger.info("step %d/%d loss %.4f %.1f examples/s", step + 1, total, last_loss, rate)
             with open(log_file, "a") as f:

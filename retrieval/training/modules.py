@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from retrieval import distributed
 from retrieval.losses import MoCoQueue, PointwiseBCELoss
 from retrieval.models.cross_encoder import CrossEncoder
 from retrieval.models.dual_encoder import DualEncoder
@@ -21,7 +22,8 @@ class DualTrainingModule(nn.Module):
         if self.queue is None:
             return self.loss(queries, passages)
         loss = self.loss(queries, passages, extra_negatives=self.queue.negatives())
-        self.queue.push(passages)
+        # Every rank pushes every rank's passages, so all ranks hold the same queue.
+        self.queue.push(distributed.all_gather_with_grad(passages.detach()))
         return loss
 
 

@@ -30,3 +30,64 @@ def test_a_stage_whose_input_is_disabled_is_refused(tmp_path):
         ValueError, match="stage denoise needs stage train_cross, which is disabled"
     ):
         check_graph(PipelineConfig.model_validate(raw))
+
+
+def _with(raw: dict, path: tuple, value) -> dict:
+    """``raw`` with the key at ``path`` set to ``value`` (intermediate mappings created)."""
+    node = raw
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    return raw
+
+
+TYPOS = {
+    "model_settings key": (("model_settings", "poolling"), "cls", "key 'model_settings.poolling'"),
+    "model_settings value": (("model_settings", "pooling"), "max", "pooling 'max' is not one of"),
+    "loss_args key": (
+        ("stages", "train_dual_0", "train", "loss_args"),
+        {"temprature": 0.1},
+        "stages.train_dual_0.train: key 'loss_args.temprature'",
+    ),
+    "loss_args type": (
+        ("stages", "train_cross", "train", "loss_args"),
+        {"detach_teacher": True},
+        "key 'loss_args.detach_teacher'",  # listwise_ce takes no arguments
+    ),
+    "stage model_settings": (
+        ("stages", "train_dual_1", "train", "model_settings"),
+        {"query_max_length": 32},
+        "stages.train_dual_1.train.model_settings.query_max_length",
+    ),
+    "train key": (("stages", "mine", "train"), {}, "stages.mine.train"),
+}
+
+
+@pytest.mark.parametrize("case", TYPOS)
+def test_a_typo_anywhere_in_the_config_is_one_line_at_load_time(tmp_path, case):
+    from pipelines.config import load_pipeline_config
+    from retrieval.errors import ConfigError
+
+    path, value, message = TYPOS[case]
+    raw = _with(yaml.safe_load(CONFIGS[0].read_text()), path, value)
+    raw["data"] = {"beir": str(tmp_path)}
+    config_file = tmp_path / "typo.yaml"
+    config_file.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as err:
+        load_pipeline_config(config_file)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_launcher_keys_live_on_the_pipelines_side(tmp_path):
+    from pipelines.launch_settings import load_train_job
+    from retrieval.errors import ConfigError
+    from retrieval.training.config import TrainConfig, load_train_config
+
+    assert not {"launcher", "workers", "ray_address"} & set(TrainConfig.model_fields)
+    path = tmp_path / "train.yaml"
+    raw = {"model": "m", "output_dir": str(tmp_path), "data": {"tables": str(tmp_path)}}
+    path.write_text(yaml.safe_dump({**raw, "launcher": "local"}))
+    config, how = load_train_job(path, workers=1)
+    assert how.launcher == "local" and how.workers == 1 and config.kind == "dual"
+    with pytest.raises(ConfigError, match="key 'launcher'"):
+        load_train_config(path)  # the library's config alone does not know launchers

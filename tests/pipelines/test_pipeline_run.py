@@ -34,7 +34,7 @@ def tiny_config(tmp_path: Path, name: str, model: Path, scifact: Path) -> Path:
                                       "cross_max_len": 64}},
             # a random re-ranker is unsure of everything: loose thresholds keep lists non-empty
             "denoise": {"negative_below": 0.9, "positive_above": 0.99, "undenoised": 2},
-            "train_dual_1": {"train": {**TRAIN, "hard_negatives": 1}},
+            "train_dual_1": {"train": {**TRAIN, "hard_negatives": 1, "random_negatives": True}},
             "augment": {"from_corpus": 12, "depth": 5, "mode": "relative", "margin": 0.0},
             "train_dual_2": {"train": TRAIN},
             "train_joint": {"enabled": True, "train": {**TRAIN, "group_size": 3,
@@ -130,7 +130,7 @@ def test_bad_config_is_one_line_before_any_work(tmp_path, tiny_bert_dir, scifact
     assert proc.returncode == 2
     assert err.strip().count("\n") == 0 and "stages.mine.dept" in err
     assert not (tmp_path / "bad").exists()
-    with pytest.raises(ValueError, match="stages.train_cross.train: key 'los'"):
+    with pytest.raises(ValueError, match="key 'stages.train_cross.train.los'"):
         raw["stages"].pop("mine")
         raw["stages"]["train_cross"]["train"]["los"] = "x"
         path.write_text(yaml.safe_dump(raw))

@@ -41,5 +41,39 @@ def test_pick_passages_positive_first_then_distinct_negatives():
     rng = np.random.default_rng(0)
     rows = pick_passages(rng, np.array([5]), np.array([1, 2, 3]), 3, corpus=100)
     assert rows[0] == 5 and sorted(rows[1:]) == [1, 2, 3]
-    rows = pick_passages(rng, np.array([5]), np.array([], dtype=np.int64), 4, corpus=100)
+    empty = np.array([], dtype=np.int64)
+    rows = pick_passages(rng, np.array([5]), empty, 4, corpus=100, random_negatives=True)
     assert len(rows) == 5 and all(0 <= r < 100 for r in rows[1:])
+
+
+def test_an_example_without_negatives_is_an_error_unless_random_negatives_is_chosen():
+    import numpy as np
+    import pytest
+
+    rng = np.random.default_rng(0)
+    empty = np.array([], dtype=np.int64)
+    with pytest.raises(ValueError, match="random_negatives"):
+        pick_passages(rng, np.array([5]), empty, 2, corpus=100)
+    assert pick_passages(rng, np.array([5]), empty, 0, corpus=100) == [5]  # none needed
+
+
+def test_examples_without_negatives_are_refused_before_training_unless_chosen(scifact_tables):
+    import pytest
+
+    from retrieval.errors import ConfigError
+    from retrieval.training.config import TrainConfig
+    from retrieval.training.negatives import check_negatives
+
+    base = {"model": "m", "output_dir": "out", "data": {"tables": str(scifact_tables)}}
+    qrels_only = TrainConfig.model_validate({**base, "hard_negatives": 1})
+    with pytest.raises(ConfigError, match=r"examples have no negatives .*random_negatives: true"):
+        check_negatives(qrels_only)
+    chosen = qrels_only.model_copy(update={"random_negatives": True})
+    assert check_negatives(chosen) == len(set(read_qrels_qids(scifact_tables)))
+    assert check_negatives(qrels_only.model_copy(update={"hard_negatives": 0})) == 0
+
+
+def read_qrels_qids(tables):
+    from retrieval.tables.store import read_table
+
+    return read_table(tables / "qrels-train")["qid"].to_pylist()
