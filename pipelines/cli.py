@@ -11,10 +11,10 @@ import logging
 import os
 import sys
 
-from pipelines.commands import encode, evaluate, index, prepare, run, search, train
+from pipelines.commands import encode, evaluate, index, prepare, report, run, search, train
 from retrieval.errors import UserError
 
-COMMANDS = (prepare, encode, index, search, evaluate, train, run)
+COMMANDS = (prepare, encode, index, search, evaluate, train, run, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,14 +8,15 @@ import json
 import math
 import os
 import re
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
+
+from retrieval.tables.store import replace_atomically
 
 Record = Mapping[str, Any]
 
@@ -119,18 +120,6 @@ def _label(record: Record) -> str:
     return f"{stage} ({model})" if model else stage
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], object]) -> Path:
-    """Let ``write`` fill a hidden sibling temporary file, then rename it onto ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _recall_figure(curves: Mapping[str, Sequence[tuple[int, float]]]) -> Figure:
     fig = Figure(figsize=(7, 4.5), dpi=120, layout="constrained")
     FigureCanvasAgg(fig)
@@ -155,13 +144,18 @@ def plot_recall(records: Sequence[Record], path: str | os.PathLike) -> Path | No
     if not curves:
         return None
     fig = _recall_figure(curves)
-    return _replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    return replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
 
 
-def _markdown(name: str, table: str, plot: Path | None, config: Mapping | None) -> str:
+def _markdown(
+    name: str, table: str, plot: Path | None, config: Mapping | None, losses: Sequence[Path]
+) -> str:
     parts = [f"# Run report: {name}", table]
     if plot is not None:
         parts.append(f"![Recall@k per stage]({plot.name})")
+    if losses:
+        images = "\n".join(f"![{p.stem}]({p.name})" for p in losses)
+        parts.append(f"## Training loss\n\n{images}")
     if config:
         lines = "\n".join(f"- {key}: {value}" for key, value in config.items())
         parts.append(f"## Configuration\n\n{lines}")
@@ -172,6 +166,7 @@ def write_report(
     run_dir: str | os.PathLike,
     records: Sequence[Record],
     config_summary: dict | None = None,
+    loss_plots: Sequence[Path] = (),
 ) -> Path:
     """Write the plot, ``report.json`` and, last, ``report.md`` into ``run_dir``; return the last.
 
@@ -184,8 +179,8 @@ def write_report(
         (run_dir / PLOT_NAME).unlink(missing_ok=True)
     payload = {"run": run_dir.name, "records": list(records), "config": config_summary}
     text = json.dumps(payload, indent=2, default=str) + "\n"
-    _replace_atomically(run_dir / "report.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    markdown = _markdown(run_dir.name, format_table(records), plot, config_summary)
-    return _replace_atomically(
+    replace_atomically(run_dir / "report.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    markdown = _markdown(run_dir.name, format_table(records), plot, config_summary, loss_plots)
+    return replace_atomically(
         run_dir / "report.md", lambda tmp: tmp.write_text(markdown, encoding="utf-8")
     )

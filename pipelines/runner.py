@@ -27,7 +27,7 @@ from pipelines.stages.context import StageContext
 from pipelines.stages.spec import External, Output, StageSpec
 from retrieval import __version__
 from retrieval.errors import ConfigError, MissingInputError
-from retrieval.tables.store import MANIFEST, write_json_atomic
+from retrieval.tables.store import MANIFEST, replace_dir, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def run_stage(
     tmp = run_dir / f".{stage}.tmp-{uuid.uuid4().hex[:8]}"
     ctx = StageContext(stage, config, tmp, work, resolve_inputs(run_dir, spec))
     module = stage_module(stage)
-    logger.info("stage %-13s running (work: %s)", stage, work)
+    logger.info("stage %-13s running (work: %s)%s", stage, work, resume_note(work))
     started = time.perf_counter()
     try:
         with PeakMemory() as memory:
@@ -261,12 +261,13 @@ def run_stage(
     return {"status": "ran", **manifest}
 
 
-def replace_dir(new: Path, dest: Path) -> None:
-    old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-    if dest.exists():
-        dest.rename(old)
-    new.rename(dest)
-    shutil.rmtree(old, ignore_errors=True)
+def resume_note(work: Path) -> str:
+    """What a restarted stage picks up from an earlier, killed attempt (for the log)."""
+    latest = work / "checkpoints" / "latest"
+    if latest.is_file():
+        step = "".join(c for c in latest.read_text() if c.isdigit())
+        return f"; resumes from step {step} (checkpoint of a killed run)"
+    return "; resumes an earlier attempt's work" if work.is_dir() else ""
 
 
 def versions() -> dict[str, str]:

@@ -50,7 +50,9 @@ def spec(config: PipelineConfig, name: str) -> StageSpec:
         reads["cross_model"] = Output("train_cross", "model")
     writes = ("model", "cross_model") if name == "train_joint" else ("model",)
     return StageSpec(
-        reads=reads, writes=(*writes, "train_summary.json"), may_write=("train_log.jsonl",)
+        reads=reads,
+        writes=(*writes, "train_summary.json"),
+        may_write=("train_log.jsonl", "tensorboard"),
     )
 
 
@@ -121,7 +123,7 @@ def run(ctx: StageContext) -> dict:
     config, how = train_config(ctx, examples_for(ctx))
     launch(config, how)
     ctx.out.mkdir(parents=True)
-    for name in ("model", "cross_model"):
+    for name in ("model", "cross_model", "tensorboard"):
         if (ctx.work / name).is_dir():
             shutil.copytree(ctx.work / name, ctx.out / name)
     summary = json.loads((ctx.work / "train_summary.json").read_text())

@@ -25,6 +25,7 @@ from retrieval.training import checkpoints
 from retrieval.training.collators import CrossCollator, DualCollator, JointCollator
 from retrieval.training.config import TrainConfig
 from retrieval.training.examples import ResolvedExamples, load_examples, resolve_examples
+from retrieval.training.model_card import card_text
 from retrieval.training.modules import (
     CrossTrainingModule,
     DualTrainingModule,
@@ -34,6 +35,7 @@ from retrieval.training.negatives import check_negatives
 from retrieval.training.optimizer import param_groups
 from retrieval.training.passages import PassageStore
 from retrieval.training.sampler import StepSampler
+from retrieval.training.train_log import TrainLog
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +157,7 @@ def train_worker(config: TrainConfig) -> dict:
     if start < total:
         checkpoints.save(engine, ckpt_dir, total, rank, config.keep_checkpoints)
     if start < total or not (out / "model").is_dir():  # a finished run is not exported again
-        export(engine, models, out, ds_config, rank)
+        export(engine, models, out, ds_config, rank, model_cards(config, summary, world))
     if rank == 0:
         write_json_atomic(out / "train_summary.json", summary)
     dist.barrier()
@@ -178,7 +180,7 @@ def prepare_data(config: TrainConfig) -> None:
 
 def run_steps(engine, collate, sampler, config, start, total, rank, world) -> dict:
     ckpt_dir = Path(config.output_dir) / "checkpoints"
-    log_file = Path(config.output_dir) / "train_log.jsonl"
+    log = TrainLog(Path(config.output_dir)) if rank == 0 else None
     engine.train()
     started, seen, last_loss = time.perf_counter(), 0, float("nan")
     bar = tqdm(total=total, initial=start, desc=f"train {config.kind}", disable=rank != 0)
@@ -201,11 +203,12 @@ def run_steps(engine, collate, sampler, config, start, total, rank, world) -> di
                 "candidates_per_query": getattr(engine.module.loss, "last_num_candidates", None),
             }
             logger.info("step %d/%d loss %.4f %.1f examples/s", step + 1, total, last_loss, rate)
-            with open(log_file, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            log.write(record)
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < total:
             checkpoints.save(engine, ckpt_dir, step + 1, rank, config.keep_checkpoints)
     bar.close()
+    if log is not None:
+        log.close()
     elapsed = time.perf_counter() - started
     return {
         "steps": total,
@@ -217,7 +220,7 @@ def run_steps(engine, collate, sampler, config, start, total, rank, world) -> di
     }
 
 
-def export(engine, models: dict, out: Path, ds_config: dict, rank: int) -> None:
+def export(engine, models: dict, out: Path, ds_config: dict, rank: int, cards: dict) -> None:
     """Rank 0 writes each trained model as an HF folder (+ sentence-transformers files) under
     ``out``, atomically. Under ZeRO-3 every rank must join the gather of the partitioned weights.
     The dual encoder's folder (``model``) is written last: its presence marks a finished run."""
@@ -226,12 +229,44 @@ def export(engine, models: dict, out: Path, ds_config: dict, rank: int) -> None:
 
         with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
             if rank == 0:
-                _save_all(models, out)
+                _save_all(models, out, cards)
     elif rank == 0:
-        _save_all(models, out)
+        _save_all(models, out, cards)
 
 
-def _save_all(models: dict, out: Path) -> None:
+def _save_all(models: dict, out: Path, cards: dict) -> None:
     for name in sorted(models, key=lambda n: n == "model"):
         with atomic_dir(out / name) as tmp:
             models[name].save(tmp)
+            (tmp / "README.md").write_text(cards[name], encoding="utf-8")
+
+
+def model_cards(config: TrainConfig, summary: dict, world: int) -> dict[str, str]:
+    """The README.md of each exported folder (``model``: the dual encoder, or the re-ranker of
+    a cross run; ``cross_model``: the re-ranker of a joint run)."""
+    facts = {
+        "training kind": config.kind,
+        "loss": config.loss,
+        "loss arguments": config.loss_args,
+        "training data": str(config.data.examples or config.data.tables),
+        "split": config.data.split,
+        "steps": summary["steps"],
+        "epochs": config.epochs,
+        "queries per step": f"{config.batch_size} x {world} workers",
+        "learning rate": config.lr,
+        "hard negatives" if config.kind == "dual" else "group size": (
+            config.hard_negatives if config.kind == "dual" else config.group_size
+        ),
+        "model settings": config.model_settings.overrides(),
+        "seed": config.seed,
+        "final loss": summary["final_loss"],
+    }
+    title = Path(config.output_dir).name
+    if config.kind == "joint":
+        return {
+            "model": card_text("dual", facts, config.model, f"{title}: retriever"),
+            "cross_model": card_text(
+                "cross", facts, str(config.cross_model), f"{title}: re-ranker"
+            ),
+        }
+    return {"model": card_text(config.kind, facts, config.model, title)}

@@ -17,7 +17,13 @@ from retrieval.metrics.trec_run import read_trec_run
 from retrieval.tables import read_manifest
 from tests.helpers_cli import finish, rqa
 
-TRAIN = {"max_steps": 4, "batch_size": 4, "launcher": "local", "checkpoint_every": 2}
+TRAIN = {
+    "max_steps": 4,
+    "batch_size": 4,
+    "launcher": "local",
+    "checkpoint_every": 2,
+    "log_every": 1,
+}
 
 
 def tiny_config(tmp_path: Path, name: str, model: Path, scifact: Path) -> Path:
@@ -74,6 +80,57 @@ def test_every_stage_runs_and_the_report_is_written(finished_run):
     assert not list(run_dir.glob(".*tmp*"))
     corpus_rows = read_manifest(run_dir / "prepare" / "corpus")["rows"]
     assert read_manifest(run_dir / "mine" / "embeddings")["rows"] == corpus_rows
+
+
+def test_training_curves_are_tensorboard_events_and_report_plots(finished_run):
+    from matplotlib.image import imread
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run_dir, _ = finished_run
+    logged = [json.loads(x) for x in (run_dir / "train_dual_0" / "train_log.jsonl").open()]
+    events = EventAccumulator(str(run_dir / "train_dual_0" / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "train/lr", "train/examples_per_s"} <= set(events.Tags()["scalars"])
+    losses = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    assert losses == [(r["step"], pytest.approx(r["loss"])) for r in logged]
+    report = (run_dir / "report.md").read_text()
+    for stage in ("train_dual_0", "train_cross", "train_dual_1", "train_dual_2", "train_joint"):
+        assert f"](loss-{stage}.png)" in report
+        image = imread(run_dir / f"loss-{stage}.png")
+        assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0
+
+
+def test_every_model_folder_has_a_card_with_this_runs_numbers(finished_run):
+    config, run_dir, _ = finished_run
+    metrics = json.loads((run_dir / "evaluate" / "metrics.json").read_text())
+    card = (run_dir / "train_dual_1" / "model" / "README.md").read_text()
+    assert "base_model: " + yaml.safe_load(config.read_text())["model"] in card
+    assert '| loss | `"cross_batch"` |' in card and "SentenceTransformer(" in card
+    assert f"| ndcg@10 | {metrics['train_dual_1']['ndcg@10']:.4f} |" in card
+    cross = (run_dir / "train_joint" / "cross_model" / "README.md").read_text()
+    assert "CrossEncoder(" in cross
+    assert f"| rerank_ndcg@10 | {metrics['train_joint']['rerank_ndcg@10']:.4f} |" in cross
+
+
+def test_rqa_report_rebuilds_the_report_from_the_run_folder(finished_run):
+    _, run_dir, _ = finished_run
+    before = (run_dir / "report.md").read_text()
+    for name in ("report.md", "loss-train_cross.png", "recall_at_k.png"):
+        (run_dir / name).unlink()
+    finish(rqa("report", str(run_dir)))
+    after = (run_dir / "report.md").read_text()
+    assert table_cells(after) == [  # the same table; statuses now say the stages are done
+        [("done" if cell == "ran" else cell) for cell in row] for row in table_cells(before)
+    ]
+    assert (run_dir / "loss-train_cross.png").is_file() and (run_dir / "recall_at_k.png").is_file()
+
+
+def table_cells(markdown: str) -> list[list[str]]:
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in markdown.splitlines()
+        if line.startswith("|")
+    ]
 
 
 def check_rerank_fusion(run_dir: Path, reported: float, depth: int) -> None:
@@ -152,7 +209,10 @@ def test_killed_run_resumes_with_the_same_results(finished_run, tmp_path, tiny_b
     proc.wait()
     assert (run_dir / "mine" / "_manifest.json").is_file()
     assert not (run_dir / "train_cross").exists()
-    finish(rqa("run", str(config)))
+    restarted = rqa("run", str(config))
+    finish(restarted)
+    restarted.err_file.seek(0)
+    assert "train_cross" in (log := restarted.err_file.read()) and "resumes from step" in log
     summary = json.loads((run_dir / "train_cross" / "train_summary.json").read_text())
     assert summary["resumed_from"] >= 2
     ours = json.loads((run_dir / "evaluate" / "metrics.json").read_text())
