@@ -11,10 +11,21 @@ import logging
 import os
 import sys
 
-from pipelines.commands import encode, evaluate, index, prepare, report, run, search, train
+from pipelines.commands import (
+    download,
+    encode,
+    evaluate,
+    index,
+    prepare,
+    report,
+    rerank,
+    run,
+    search,
+    train,
+)
 from retrieval.errors import UserError
 
-COMMANDS = (prepare, encode, index, search, evaluate, train, run, report)
+COMMANDS = (download, prepare, encode, index, search, evaluate, rerank, train, run, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -191,9 +191,14 @@ def check_train_sections(config: PipelineConfig, source: object) -> None:
             raise ConfigError(one_line(err, f"{source}: stages.{stage}.train")) from None
 
 
-def load_pipeline_config(path: str | Path) -> PipelineConfig:
+def load_pipeline_config(path: str | Path, data_beir: str | Path | None = None) -> PipelineConfig:
+    """Read and validate a pipeline YAML; ``data_beir`` replaces its data folder (``rqa run
+    --data-beir``, e.g. a downloaded copy) before the checks."""
     path = Path(path)
     raw = read_yaml_mapping(path)
+    if data_beir is not None:
+        data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+        raw["data"] = {**{k: v for k, v in data.items() if k != "tables"}, "beir": str(data_beir)}
     try:
         config = PipelineConfig.model_validate(raw)
     except ValidationError as err:

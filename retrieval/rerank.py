@@ -13,6 +13,7 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
+from retrieval.metrics.order import trec_order
 from retrieval.models.cross_encoder import CrossEncoder
 from retrieval.models.dual_encoder import passage_text
 from retrieval.precision import bf16_copy, resolve_precision
@@ -159,3 +160,35 @@ def candidates_to_run(table: pa.Table) -> Run:
             table["qid"].to_pylist(), table["pids"].to_pylist(), table["scores"].to_pylist()
         )
     }
+
+
+def top_of_run(run: Run, depth: int) -> Run:
+    """Each query's top ``depth`` documents of a run, in trec_eval's order, with their scores."""
+    return {qid: {pid: run[qid][pid] for pid in trec_order(run[qid])[:depth]} for qid in run}
+
+
+def rerank_top(
+    model: CrossEncoder,
+    top: Run,
+    corpus_dir: str | os.PathLike,
+    queries_dir: str | os.PathLike,
+    batch_size: int = 32,
+    precision: str = "fp32",
+) -> Run:
+    """The cross-encoder's logits for every (query, document) of ``top``, as a run: what
+    `rqa rerank` writes and the evaluate stage reports."""
+    qids = list(top)
+    candidates = pa.table(
+        {
+            "qid": qids,
+            "pids": [list(top[q]) for q in qids],
+            "scores": [[float(x) for x in top[q].values()] for q in qids],
+        },
+        schema=CANDIDATES,
+    )
+    depth = max((len(top[q]) for q in qids), default=1)
+    reranked = rerank(
+        model, candidates, corpus_dir, queries_dir, depth, batch_size=batch_size,
+        precision=precision,
+    )  # fmt: skip
+    return candidates_to_run(reranked)

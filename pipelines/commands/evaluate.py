@@ -1,4 +1,5 @@
-"""`rqa evaluate`: score a retriever on a BEIR folder, MS MARCO-style files or NQ answers.
+"""`rqa evaluate`: score a retriever on a BEIR folder, MS MARCO-style files or NQ answers, or
+score any TREC run file against qrels (``--run``, as trec_eval does, with the same numbers).
 
 Raw files are read into temporary tables first, so bad input fails before any encoding.
 """
@@ -16,16 +17,31 @@ from pipelines.commands.inputs import (
     load_model,
     prepare_inputs,
 )
-from retrieval.evaluator import DEFAULT_METRICS, evaluate_retriever
-from retrieval.metrics import parse_metric, write_trec_run
+from retrieval.errors import ConfigError, MissingInputError
+from retrieval.evaluator import DEFAULT_METRICS, evaluate_retriever, read_qrels
+from retrieval.metrics import evaluate, parse_metric, read_trec_run, write_trec_run
+from retrieval.tables.errors import DataError
+from retrieval.tables.readers.beir import read_beir_qrels
+from retrieval.tables.readers.msmarco import read_msmarco_qrels
 from retrieval.tables.store import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("evaluate", help="evaluate a dual encoder (nDCG, MRR, Recall)")
-    parser.add_argument("--model", required=True, help="local model folder or HF model id")
+    parser = subparsers.add_parser(
+        "evaluate", help="evaluate a dual encoder, or score a TREC run file (nDCG, MRR, Recall)"
+    )
+    scored = parser.add_mutually_exclusive_group(required=True)
+    scored.add_argument("--model", help="local model folder or HF model id")
+    scored.add_argument(
+        "--run",
+        dest="trec_run",
+        type=Path,
+        help="score this TREC run file against --qrels FILE, or the --split qrels of --tables "
+        "or --beir; a judged query missing from the run scores 0 (trec_eval -c), and a doc "
+        "whose id is its query's id is dropped (as BEIR and --model do)",
+    )
     add_input_args(parser)
     parser.add_argument("--metrics", nargs="+", default=[], help="extra metrics, e.g. map ndcg@100")
     parser.add_argument("--k", type=int, default=100, help="retrieval depth (default 100)")
@@ -50,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = tuple(dict.fromkeys([*DEFAULT_METRICS, *args.metrics]))
     for name in metrics:  # a misspelt metric fails now, not after encoding the corpus
         parse_metric(name)
+    if args.trec_run:
+        return score_run_file(args, metrics)
     with tempfile.TemporaryDirectory(prefix="rqa-tables-") as tmp:
         tables_dir, split = prepare_inputs(args, Path(tmp) / "tables")
         overrides = {"passage_max_len": args.max_len} if args.max_len else {}
@@ -79,3 +97,58 @@ def run(args: argparse.Namespace) -> int:
     if args.run_file:
         write_trec_run(result.run, args.run_file)
     return 0
+
+
+def score_run_file(args: argparse.Namespace, metrics: tuple[str, ...]) -> int:
+    """``--run``: the metrics of a TREC run file against the qrels the options name."""
+    if args.run_file or args.answers:
+        raise ConfigError("--run scores a run file against qrels: drop --run-file and --answers")
+    if not args.trec_run.is_file():
+        raise MissingInputError(f"--run {args.trec_run}: file not found")
+    qrels, source = run_qrels(args)
+    retrieved = read_trec_run(args.trec_run)
+    judged = {q for q, rels in qrels.items() if any(rel > 0 for rel in rels.values())}
+    if not judged:
+        raise DataError(source, "no query has a document with relevance > 0")
+    missing = len(judged - retrieved.keys())
+    if missing == len(judged):
+        raise DataError(
+            args.trec_run, f"no query of the run is judged in {source} (wrong --split?)"
+        )
+    if missing:
+        logger.warning(
+            "%d of %d judged queries are not in the run: they score 0", missing, len(judged)
+        )
+    result = evaluate(qrels, retrieved, metrics)
+    print(format_table(f"{args.trec_run} against {source}", result))
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        payload = {**result, "run": str(args.trec_run), "qrels": source, "queries": len(judged)}
+        write_json_atomic(args.output, payload)
+    return 0
+
+
+def run_qrels(args: argparse.Namespace) -> tuple[dict[str, dict[str, int]], str]:
+    """``{qid: {pid: relevance}}`` from --qrels, or the --split qrels of --tables or --beir, and
+    where they came from (for messages)."""
+    if args.qrels:  # TREC 4-column or qid\tpid as `--model` reads them, or a BEIR qrels tsv
+        rows = (read_beir_qrels if _has_beir_header(args.qrels) else read_msmarco_qrels)(args.qrels)
+        source = str(args.qrels)
+    elif args.tables:
+        return read_qrels(args.tables / f"qrels-{args.split}"), f"{args.tables} {args.split}"
+    elif args.beir:
+        path = args.beir / "qrels" / f"{args.split}.tsv"
+        rows, source = read_beir_qrels(path), str(path)
+    else:
+        raise ConfigError("--run needs qrels: --qrels FILE, or --tables DIR / --beir DIR (--split)")
+    qrels: dict[str, dict[str, int]] = {}
+    for row in rows:
+        qrels.setdefault(row["qid"], {})[row["pid"]] = row["relevance"]
+    return qrels, source
+
+
+def _has_beir_header(path: Path) -> bool:
+    if not path.is_file():
+        return False  # the TREC reader says it is missing
+    with open(path, encoding="utf-8") as f:
+        return f.readline().startswith("query-id")

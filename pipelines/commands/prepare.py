@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipelines.commands.download import add_checksum_args
 from retrieval.errors import ConfigError
-from retrieval.tables.readers import (
-    download_beir,
-    prepare_beir,
-    prepare_msmarco,
-    prepare_nq,
-)
+from retrieval.tables.download import download_beir
+from retrieval.tables.readers import prepare_beir, prepare_msmarco, prepare_nq
 
 
 def _split_paths(values: list[str] | None, option: str) -> dict[str, Path]:
@@ -36,8 +33,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     formats = parser.add_subparsers(dest="format", required=True)
     beir = formats.add_parser("beir", help="a BEIR folder, or --name to download one")
     beir.add_argument("--dir", type=Path, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
-    beir.add_argument("--name", help="download this BEIR dataset (e.g. scifact) when online")
+    beir.add_argument(
+        "--name", help="download this BEIR dataset (e.g. scifact) into OUT/../raw/NAME first"
+    )
     beir.add_argument("--splits", nargs="+", help="qrels splits (default: all)")
+    add_checksum_args(beir)
     _policies(beir)
     marco = formats.add_parser("msmarco", help="MS MARCO passage files")
     marco.add_argument("--collection", type=Path, help="collection.tsv")
@@ -56,9 +56,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     policies = {"on_duplicate": args.on_duplicate, "on_unknown_id": args.on_unknown_id}
     if args.format == "beir":
-        if not args.dir and not args.name:
-            raise ConfigError("prepare beir needs --dir or --name")
-        folder = args.dir or download_beir(args.name, args.out.parent / "raw")
+        if bool(args.dir) == bool(args.name):
+            raise ConfigError("prepare beir needs one of --dir or --name")
+        folder = args.dir or download_beir(
+            args.name, args.out.parent / "raw", md5=args.md5, sha256=args.sha256, url=args.url
+        )
         manifests = prepare_beir(folder, args.out, splits=args.splits, **policies)
     elif args.format == "msmarco":
         queries = _split_paths(args.queries, "--queries")

@@ -19,6 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("config", type=Path, help="pipeline YAML (configs/demo.yaml, ...)")
     parser.add_argument("--run-dir", type=Path, help="override run_dir")
     parser.add_argument("--model", help="override model (e.g. a local copy of the HF model)")
+    parser.add_argument("--data-beir", type=Path, help="override data: this BEIR folder")
     parser.add_argument("--only", choices=STAGE_ORDER, help="run just this stage")
     parser.add_argument(
         "--from",
@@ -50,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipelines.pipeline import run_and_report
 
-    config = load_pipeline_config(args.config)
+    config = load_pipeline_config(args.config, data_beir=args.data_beir)
     overrides = {"run_dir": args.run_dir, "model": args.model}
     config = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     if args.dry_run:

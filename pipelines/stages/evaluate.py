@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from pipelines.config import PipelineConfig
 from pipelines.stages import DUAL_STAGES
 from pipelines.stages.context import StageContext
@@ -15,10 +13,8 @@ from pipelines.stages.spec import External, Output, StageSpec
 from retrieval.evaluator import evaluate_retriever, read_qrels
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.metrics import evaluate, write_trec_run
-from retrieval.metrics.order import trec_order
 from retrieval.models import CrossEncoder, DualEncoder
-from retrieval.rerank import candidates_to_run, rerank
-from retrieval.retriever import to_candidates
+from retrieval.rerank import rerank_top, top_of_run
 from retrieval.tables.store import table_exists
 
 METRICS = ("ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@10", "recall@20", "recall@50",
@@ -81,8 +77,11 @@ def run(ctx: StageContext) -> dict:
 def rerank_metrics(ctx: StageContext, cross_dir, run: dict, split: str) -> dict[str, float]:
     """nDCG@10 after the re-ranker re-orders the retriever's top ``rerank_depth``, alone and
     fused with the retriever's order of the same list (RRF); both runs are written beside."""
-    top = {q: {p: run[q][p] for p in trec_order(run[q])[: ctx.section.rerank_depth]} for q in run}
-    reranked = rerank_run(ctx, cross_dir, top, split)
+    top = top_of_run(run, ctx.section.rerank_depth)
+    reranked = rerank_top(
+        CrossEncoder.from_pretrained(cross_dir), top, ctx.tables / "corpus",
+        ctx.tables / f"queries-{split}", ctx.section.batch_size, ctx.config.precision,
+    )  # fmt: skip
     fused = reciprocal_rank_fusion([top, reranked])
     write_trec_run(reranked, ctx.out / "run-rerank.trec")
     write_trec_run(fused, ctx.out / "run-rerank-rrf.trec")
@@ -91,21 +90,3 @@ def rerank_metrics(ctx: StageContext, cross_dir, run: dict, split: str) -> dict[
         "rerank_ndcg@10": evaluate(qrels, reranked, ("ndcg@10",))["ndcg@10"],
         "rerank_rrf_ndcg@10": evaluate(qrels, fused, ("ndcg@10",))["ndcg@10"],
     }
-
-
-def rerank_run(ctx: StageContext, cross_dir, top: dict, split: str) -> dict:
-    """The re-ranker's scores for every (query, passage) of ``top``."""
-    qids = list(top)
-    depth = max((len(top[q]) for q in qids), default=0)
-    pids = [list(top[q]) + [""] * (depth - len(top[q])) for q in qids]  # "" pads, dropped
-    candidates = to_candidates(qids, np.zeros((len(qids), depth)), pids)  # rerank reads pids only
-    reranked = rerank(
-        CrossEncoder.from_pretrained(cross_dir),
-        candidates,
-        ctx.tables / "corpus",
-        ctx.tables / f"queries-{split}",
-        depth,
-        batch_size=ctx.section.batch_size,
-        precision=ctx.config.precision,
-    )
-    return candidates_to_run(reranked)

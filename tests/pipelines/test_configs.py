@@ -91,3 +91,15 @@ def test_launcher_keys_live_on_the_pipelines_side(tmp_path):
     assert how.launcher == "local" and how.workers == 1 and config.kind == "dual"
     with pytest.raises(ConfigError, match="key 'launcher'"):
         load_train_config(path)  # the library's config alone does not know launchers
+
+
+def test_data_beir_override_replaces_the_configs_data_folder(tmp_path):
+    from pipelines.config import load_pipeline_config
+    from retrieval.errors import MissingInputError
+
+    msmarco = next(p for p in CONFIGS if p.stem == "msmarco")  # data.tables, not here
+    with pytest.raises(MissingInputError, match="data.tables"):
+        load_pipeline_config(msmarco)
+    config = load_pipeline_config(msmarco, data_beir=tmp_path)
+    assert config.data.beir == tmp_path and config.data.tables is None
+    assert config.data.eval_split == "dev"  # the rest of the data section is kept

@@ -6,15 +6,13 @@ Counts asserted here are the ones in ../shared/datasets/README.md.
 from __future__ import annotations
 
 import json
-import shutil
-import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from retrieval.tables import QRELS, DataError, read_manifest, read_table
-from retrieval.tables.readers import download_beir, prepare_beir
+from retrieval.tables.readers import prepare_beir
 from retrieval.tables.readers.beir import read_beir_corpus, read_beir_qrels, read_beir_queries
 from tests.retrieval.reader_checks import check_error, head_lines, write_lines
 
@@ -248,24 +246,3 @@ def test_late_failure_leaves_no_table(small_beir: Path, tmp_path: Path) -> None:
 def test_bad_policy_name(small_beir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="on_duplicate"):
         prepare_beir(small_beir, tmp_path / "out", on_duplicate="keep_last")
-
-
-def test_download_unzips_without_network(small_beir: Path, tmp_path: Path, monkeypatch) -> None:
-    """The download is faked with a local zip laid out like BEIR's (``{name}/corpus.jsonl`` ...)."""
-    archive = shutil.make_archive(str(tmp_path / "small"), "zip", small_beir.parent, "small")
-    urls = []
-
-    def fake_urlretrieve(url: str, dest: Path) -> None:
-        urls.append(url)
-        shutil.copy(archive, dest)
-
-    monkeypatch.setattr(urllib.request, "urlretrieve", fake_urlretrieve)
-    folder = download_beir("small", tmp_path / "datasets")
-    assert urls == ["https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/small.zip"]
-    assert folder == tmp_path / "datasets" / "small"
-    assert (folder / "corpus.jsonl").read_bytes() == (small_beir / "corpus.jsonl").read_bytes()
-    assert [p.name for p in (tmp_path / "datasets").iterdir()] == ["small"]
-    assert download_beir("small", tmp_path / "datasets") == folder  # already there: no download
-    assert len(urls) == 1
-    with pytest.raises(ValueError):
-        download_beir("../etc", tmp_path / "datasets")

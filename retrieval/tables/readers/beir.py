@@ -5,11 +5,6 @@ Also downloads a BEIR dataset zip; holds no retrieval or evaluation code.
 
 from __future__ import annotations
 
-import os
-import re
-import tempfile
-import urllib.request
-import zipfile
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
@@ -34,7 +29,6 @@ from retrieval.tables.readers.policies import (
 from retrieval.tables.schemas import CORPUS, QRELS, QUERIES
 from retrieval.tables.store import DEFAULT_SHARD_ROWS, atomic_dir, write_table
 
-BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 QRELS_HEADER = ("query-id", "corpus-id", "score")
 
 
@@ -188,25 +182,3 @@ def prepare_beir(
                 meta={"source": str(queries_path), "split": split},
             )
     return manifests
-
-
-def download_beir(name: str, dest: PathLike) -> Path:
-    """Download and unzip BEIR dataset ``name`` into ``dest/name``; reuse it if already there."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
-        raise ValueError(f"not a BEIR dataset name: {name!r}")
-    dest = Path(dest)
-    folder = dest / name
-    if (folder / "corpus.jsonl").is_file():
-        return folder
-    dest.mkdir(parents=True, exist_ok=True)
-    # Unzip next to the destination and rename, so an interrupted download leaves nothing behind.
-    with tempfile.TemporaryDirectory(dir=dest, prefix=f".{name}.download-") as tmp:
-        archive = Path(tmp) / f"{name}.zip"
-        urllib.request.urlretrieve(BEIR_URL.format(name=name), archive)
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(Path(tmp) / "unzipped")
-        unzipped = Path(tmp) / "unzipped" / name
-        if not unzipped.is_dir():
-            raise DataError(archive, f"the zip holds no folder named {name!r}")
-        os.replace(unzipped, folder)
-    return folder

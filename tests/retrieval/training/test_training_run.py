@@ -100,6 +100,19 @@ def test_cross_encoder_learns_and_loads(tmp_path, scifact_tables, tiny_bert_dir,
     assert len(losses) == 24
     first, last = sum(losses[:6]) / 6, sum(losses[-6:]) / 6
     assert last < first - 0.02, losses  # the first steps vary by < 0.01
+    check_tensorboard_matches_the_log(tmp_path / "ce")
+    card = (tmp_path / "ce" / "model" / "README.md").read_text()
+    assert f"base_model: {tiny_bert_dir}" in card and f'| loss | `"{loss}"` |' in card
+
+
+def check_tensorboard_matches_the_log(out: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logged = [json.loads(line) for line in (out / "train_log.jsonl").open()]
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    scalars = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    assert scalars == [(r["step"], pytest.approx(r["loss"])) for r in logged]
 
 
 def read_summary(folder: Path) -> dict:
