@@ -103,18 +103,21 @@ def evaluate_retriever(
     factory: str = "Flat",
     work_dir: str | os.PathLike | None = None,
     precision: str = "fp32",
+    embeddings: str | os.PathLike | None = None,
 ) -> RetrievalResult:
     """Score ``model`` on ``tables_dir``'s ``queries-{split}`` against its ``corpus``.
 
     ``precision`` of encoding: fp32 (the default, exact) or bf16/auto (retrieval/precision.py).
+    ``embeddings``: the corpus already encoded by this model (an embeddings table), reused.
     """
     tables_dir = Path(tables_dir)
     check_labels(tables_dir, split)  # fail before the costly encoding
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="rqa-eval-") as tmp:
         started = time.perf_counter()
-        embeddings = Path(tmp) / "embeddings"
-        encode_corpus(model, tables_dir / "corpus", embeddings, batch_size, precision=precision)
+        if embeddings is None:
+            embeddings = Path(tmp) / "embeddings"
+            encode_corpus(model, tables_dir / "corpus", embeddings, batch_size, precision=precision)
         timings["encode_corpus"] = time.perf_counter() - started
         index = index_from_table(embeddings, factory=factory)
     started = time.perf_counter()

@@ -13,7 +13,7 @@ from pipelines.config import PipelineConfig
 from pipelines.stages import last_dual_before
 from pipelines.stages.ce_scores import ce_logits, sigmoid
 from pipelines.stages.context import StageContext
-from pipelines.stages.corpus_vectors import encode_stage_corpus
+from pipelines.stages.corpus_vectors import embeddings_source, encode_stage_corpus
 from pipelines.stages.spec import External, Output, StageSpec
 from retrieval.errors import ConfigError
 from retrieval.indexing import index_from_table
@@ -48,7 +48,13 @@ def spec(config: PipelineConfig, name: str) -> StageSpec:
     }
     if config.stages.augment.queries_file is not None:
         reads["queries_file"] = External(config.stages.augment.queries_file)
-    return StageSpec(reads=reads, writes=("queries-augmented", "examples-augmented"))
+    writes = ("queries-augmented", "examples-augmented")
+    reuse = embeddings_source(config, last_dual_before(config, name), name)
+    if reuse is not None:
+        reads["embeddings"] = reuse  # the corpus by the same model: not encoded again
+    else:
+        writes = (*writes, "embeddings")
+    return StageSpec(reads=reads, writes=writes)
 
 
 def run(ctx: StageContext) -> dict:
@@ -62,8 +68,9 @@ def run(ctx: StageContext) -> dict:
     model_dir = ctx.path("model")
     model = DualEncoder.from_pretrained(model_dir)
     precision = ctx.config.precision
-    embeddings = ctx.work / "embeddings"
-    encode_stage_corpus(ctx, ctx.path("corpus"), model_dir, model, embeddings)
+    embeddings = ctx.inputs.get("embeddings") or ctx.out / "embeddings"
+    if "embeddings" not in ctx.inputs:
+        encode_stage_corpus(ctx, ctx.path("corpus"), model_dir, model, embeddings)
     index = index_from_table(embeddings)
     _, pids = search_queries(model, qids, texts, index, section.depth, precision=precision)
     logits = ce_logits(

@@ -19,15 +19,17 @@ from retrieval.tables.schemas import CANDIDATES
 
 
 def ce_logits(
-    model_dir: Path,
+    model: CrossEncoder | Path,
     lists: dict[str, list[str]],
     corpus_dir: Path,
     queries_dir: Path,
     batch_size: int,
     precision: str = "fp32",
 ) -> dict[str, dict[str, float]]:
-    """qid -> pid -> re-ranker logit for every pid in ``lists`` (queries read from a table)."""
-    model = CrossEncoder.from_pretrained(model_dir)
+    """qid -> pid -> re-ranker logit for every pid in ``lists`` (queries read from a table);
+    ``model`` loaded, or its folder."""
+    if not isinstance(model, CrossEncoder):
+        model = CrossEncoder.from_pretrained(model)
     qids = [q for q, pids in lists.items() if pids]
     table = pa.table(
         {

@@ -14,12 +14,19 @@ Also writes the hybrid lists of RocketQAv2: denoised negatives plus undenoised r
 
 from __future__ import annotations
 
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+
+import pyarrow as pa
+
 from pipelines.config import PipelineConfig
 from pipelines.stages.ce_scores import ce_logits, sigmoid
 from pipelines.stages.context import StageContext
 from pipelines.stages.spec import Output, StageSpec
+from retrieval.models import CrossEncoder
 from retrieval.tables.schemas import EXAMPLES
-from retrieval.tables.store import read_table, write_table
+from retrieval.tables.store import iter_shards, write_table
 
 
 def split_by_probability(
@@ -59,43 +66,70 @@ def spec(config: PipelineConfig, name: str) -> StageSpec:
     )
 
 
-def run(ctx: StageContext) -> dict:
-    section, split = ctx.section, ctx.config.data.train_split
-    examples = read_table(ctx.path("examples")).to_pylist()
+CHUNK_QUERIES = 4096  # examples scored at a time: memory follows this, not the train set
+DECISIONS = pa.schema([*EXAMPLES, ("joint_negatives", pa.list_(pa.string()))])
+
+
+def decide(row: dict, logits: dict[str, float], section) -> tuple[dict, int]:
+    """One mined example with its denoised negatives and RocketQAv2's hybrid list (denoised
+    plus the first ``undenoised`` mined ones); and how many were dropped as false negatives."""
+    if section.mode == "relative":
+        kept, dropped = split_relative(row["negatives"], row["positives"], logits, section.margin)
+    else:
+        kept, dropped = split_by_probability(
+            row["negatives"], logits, section.negative_below, section.positive_above
+        )
+    joint = list(dict.fromkeys(kept + row["negatives"][: section.undenoised]))
+    return {**row, "negatives": kept, "joint_negatives": joint}, len(dropped)
+
+
+def decided_chunks(ctx: StageContext, counts: Counter) -> Iterator[pa.Table]:
+    """The mined examples, a chunk at a time, scored by the re-ranker and decided."""
+    section = ctx.section
+    model = CrossEncoder.from_pretrained(ctx.path("cross_model"))
     relative = section.mode == "relative"
-    lists = {
-        row["qid"]: row["negatives"] + (row["positives"] if relative else []) for row in examples
-    }
-    logits = ce_logits(
-        ctx.path("cross_model"),
-        lists,
-        ctx.path("corpus"),
-        ctx.path("queries"),
-        section.batch_size,
-        ctx.config.precision,
-    )
-    denoised, joint, dropped_total, mined_total = [], [], 0, 0
-    for row in examples:
-        scores = logits.get(row["qid"], {})
-        if relative:
-            kept, dropped = split_relative(
-                row["negatives"], row["positives"], scores, section.margin
-            )
-        else:
-            kept, dropped = split_by_probability(
-                row["negatives"], scores, section.negative_below, section.positive_above
-            )
-        mined_total += len(row["negatives"])
-        dropped_total += len(dropped)
-        denoised.append({**row, "negatives": kept})
-        raw = row["negatives"][: section.undenoised]
-        joint.append({**row, "negatives": list(dict.fromkeys(kept + raw))})
+    for shard in iter_shards(ctx.path("examples")):
+        for start in range(0, shard.num_rows, CHUNK_QUERIES):
+            rows = shard.slice(start, CHUNK_QUERIES).to_pylist()
+            lists = {r["qid"]: r["negatives"] + (r["positives"] if relative else []) for r in rows}
+            logits = ce_logits(
+                model, lists, ctx.path("corpus"), ctx.path("queries"), section.batch_size,
+                ctx.config.precision,
+            )  # fmt: skip
+            decided = []
+            for row in rows:
+                out, dropped = decide(row, logits.get(row["qid"], {}), section)
+                counts.update(
+                    mined_negatives=len(row["negatives"]),
+                    denoised_negatives=len(out["negatives"]),
+                    dropped_false_negatives=dropped,
+                )
+                decided.append(out)
+            yield pa.Table.from_pylist(decided, schema=DECISIONS)
+
+
+def run(ctx: StageContext) -> dict:
+    split = ctx.config.data.train_split
+    counts: Counter = Counter()
+    decisions = ctx.work / "decisions"
+    shutil.rmtree(decisions, ignore_errors=True)
+    write_table(decisions, decided_chunks(ctx, counts), DECISIONS)
     ctx.out.mkdir(parents=True)
-    write_table(ctx.out / f"examples-{split}", denoised, EXAMPLES)
-    write_table(ctx.out / f"examples-joint-{split}", joint, EXAMPLES)
-    kept_total = sum(len(r["negatives"]) for r in denoised)
+    columns = ["qid", "query", "positives"]
+    write_table(
+        ctx.out / f"examples-{split}",
+        (t.select([*columns, "negatives"]) for t in iter_shards(decisions)),
+        EXAMPLES,
+    )
+    write_table(
+        ctx.out / f"examples-joint-{split}",
+        (
+            t.select([*columns, "joint_negatives"]).rename_columns([*columns, "negatives"])
+            for t in iter_shards(decisions)
+        ),
+        EXAMPLES,
+    )
     return {
-        "mined_negatives": mined_total,
-        "denoised_negatives": kept_total,
-        "dropped_false_negatives": dropped_total,
+        key: counts[key]
+        for key in ("mined_negatives", "denoised_negatives", "dropped_false_negatives")
     }

@@ -9,6 +9,7 @@ import json
 from pipelines.config import PipelineConfig
 from pipelines.stages import DUAL_STAGES
 from pipelines.stages.context import StageContext
+from pipelines.stages.corpus_vectors import embeddings_source
 from pipelines.stages.spec import External, Output, StageSpec
 from retrieval.evaluator import evaluate_retriever, read_qrels
 from retrieval.fusion import reciprocal_rank_fusion
@@ -39,6 +40,9 @@ def spec(config: PipelineConfig, name: str) -> StageSpec:
     for stage in config.enabled_stages():
         if stage in DUAL_STAGES:
             reads[stage] = Output(stage, "model")
+            source = embeddings_source(config, stage, name)
+            if source is not None:
+                reads[f"{stage}:embeddings"] = source  # encoded once, by mine or augment
     cross = final_cross_encoder(config)
     if cross is not None:
         reads["cross_model"] = cross
@@ -63,7 +67,7 @@ def run(ctx: StageContext) -> dict:
         )
         result = evaluate_retriever(
             model, ctx.tables, split, metrics, k=section.k, batch_size=section.batch_size,
-            precision=ctx.config.precision,
+            precision=ctx.config.precision, embeddings=ctx.inputs.get(f"{name}:embeddings"),
         )  # fmt: skip
         write_trec_run(result.run, ctx.out / f"run-{name}.trec")
         results[name], last = result.metrics, (name, result)

@@ -92,6 +92,11 @@ class TrainConfig(Strict):
         default=None, description="DeepSpeed JSON; default: ZeRO 0, fp32, clipping 1.0"
     )
     use_gpu: bool = Field(default=False, description="train on CUDA with nccl (else CPU, gloo)")
+    gradient_checkpointing: bool = Field(
+        default=False,
+        description="recompute the encoders' activations in backward instead of keeping them: "
+        "less memory for the papers' batch sizes, about a third more compute",
+    )
 
     @model_validator(mode="after")
     def _loss_fits_kind(self) -> TrainConfig:

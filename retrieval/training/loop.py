@@ -79,8 +79,27 @@ def deepspeed_config(config: TrainConfig) -> dict:
     return ds
 
 
+def checkpoint_activations(models: dict) -> None:
+    """HF gradient checkpointing on every transformer the module trains (each tower once)."""
+    towers = []
+    for model in models.values():
+        towers += (
+            [model.model] if hasattr(model, "model") else [model.query_model, model.passage_model]
+        )
+    for tower in {id(t): t for t in towers}.values():
+        tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def build(config: TrainConfig, store: PassageStore, examples: ResolvedExamples):
-    """The model+loss module, its collator, and the models to export by folder name."""
+    """The model+loss module, its collator, and the models to export by folder name; with
+    ``gradient_checkpointing``, every encoder recomputes its activations in backward."""
+    module, collate, models = _build(config, store, examples)
+    if config.gradient_checkpointing:
+        checkpoint_activations(models)
+    return module, collate, models
+
+
+def _build(config: TrainConfig, store: PassageStore, examples: ResolvedExamples):
     if config.kind == "cross":
         model = CrossEncoder.from_pretrained(config.model, max_len=config.cross_max_len)
         loss = build_loss(config.loss, **config.loss_args)

@@ -82,6 +82,20 @@ def test_every_stage_runs_and_the_report_is_written(finished_run):
     assert read_manifest(run_dir / "mine" / "embeddings")["rows"] == corpus_rows
 
 
+def test_evaluate_reuses_the_embeddings_mine_made_with_the_same_numbers(finished_run):
+    from retrieval.evaluator import evaluate_retriever
+    from retrieval.models import DualEncoder
+
+    _, run_dir, _ = finished_run
+    reported = json.loads((run_dir / "evaluate" / "metrics.json").read_text())["train_dual_0"]
+    assert manifest(run_dir, "evaluate")["basis"]["inputs"]["train_dual_0:embeddings"]
+    model = DualEncoder.from_pretrained(run_dir / "train_dual_0" / "model")
+    fresh = evaluate_retriever(model, run_dir / "prepare", "dev", tuple(reported), k=20,
+                               precision="auto").metrics  # encodes the corpus itself  # fmt: skip
+    for metric, value in fresh.items():
+        assert reported[metric] == pytest.approx(value, abs=0.02), metric
+
+
 def test_training_curves_are_tensorboard_events_and_report_plots(finished_run):
     from matplotlib.image import imread
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -167,3 +167,15 @@ def test_reading_an_output_the_producer_does_not_declare_is_refused(config, monk
 def test_a_stage_whose_input_never_ran_is_a_one_line_error(fake_stages, config):
     with pytest.raises(MissingInputError, match="stage mine needs prepare, which has not run"):
         run_pipeline(config, only="mine")
+
+
+def test_corpus_embeddings_of_a_model_are_reused_not_encoded_again(config):
+    evaluate_reads = stage_spec(config, "evaluate").reads
+    assert evaluate_reads["train_dual_0:embeddings"] == Output("mine", "embeddings")
+    assert evaluate_reads["train_dual_1:embeddings"] == Output("augment", "embeddings")
+    assert "train_dual_2:embeddings" not in evaluate_reads  # nobody encoded with it before
+    no_dual_1 = config.model_copy(deep=True)
+    no_dual_1.stages.train_dual_1.enabled = False  # augment now uses mine's model
+    assert stage_spec(no_dual_1, "augment").reads["embeddings"] == Output("mine", "embeddings")
+    assert "embeddings" not in stage_spec(no_dual_1, "augment").writes
+    check_graph(no_dual_1)

@@ -77,3 +77,32 @@ def test_denoise_runs_on_hand_made_tables_alone(tmp_path, tiny_bert_dir):
         == len(mined) - len(expected)
         == pytest.approx(sum(by_pid[p] >= by_pid["p1"] for p in mined))
     )
+
+
+def test_denoise_streams_in_chunks_with_the_same_result(tmp_path, tiny_bert_dir, monkeypatch):
+    """Scoring a chunk of examples at a time (memory bounded by the chunk) decides exactly as
+    scoring them all at once."""
+    corpus, queries, examples = (tmp_path / n for n in ("corpus", "queries", "examples"))
+    write_table(corpus, [{"pid": p, "title": t, "text": x} for p, (t, x) in PASSAGES.items()],
+                CORPUS)  # fmt: skip
+    texts = {"q1": "does aspirin prevent heart attacks", "q2": "how long is the nile",
+             "q3": "is cycling exercise"}  # fmt: skip
+    write_table(queries, [{"qid": q, "text": t} for q, t in texts.items()], QUERIES)
+    positives = {"q1": "p1", "q2": "p5", "q3": "p3"}
+    rows = [{"qid": q, "query": texts[q], "positives": [positives[q]],
+             "negatives": [p for p in PASSAGES if p != positives[q]]} for q in texts]  # fmt: skip
+    write_table(examples, rows, EXAMPLES, shard_rows=2)  # two shards
+    CrossEncoder.from_pretrained(tiny_bert_dir).save(tmp_path / "cross")
+    config = config_for(tmp_path, denoise={"mode": "relative", "margin": 0.0, "undenoised": 2})
+    inputs = {"corpus": corpus, "queries": queries, "examples": examples,
+              "cross_model": tmp_path / "cross"}  # fmt: skip
+    outputs = []
+    for name, chunk in (("whole", 10_000), ("chunked", 1)):
+        monkeypatch.setattr(denoise, "CHUNK_QUERIES", chunk)
+        ctx = StageContext("denoise", config, tmp_path / name, tmp_path / f"work-{name}", inputs)
+        metrics = denoise.run(ctx)
+        tables = [read_table(tmp_path / name / t).to_pylist()
+                  for t in ("examples-train", "examples-joint-train")]  # fmt: skip
+        outputs.append((metrics, tables))
+    assert outputs[0] == outputs[1]
+    assert outputs[0][0]["mined_negatives"] == 12
