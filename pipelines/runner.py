@@ -112,14 +112,25 @@ def plan_run(
     upstream: dict[str, dict | str | None] = {}
     plans = []
     for stage, spec in specs.items():
-        manifest = read_stage_manifest(run_dir / stage)
-        status, reasons = judge(manifest, basis(config, stage, spec, upstream), spec)
-        runs = stage in chosen and (status != "cached" or stage in forced)
-        if runs and status == "cached":
-            reasons = ["forced by --force/--from"]
-        upstream[stage] = PENDING if runs else manifest
-        plans.append(StagePlan(stage, status, runs, reasons))
+        manifest, _, plan = assess(config, run_dir, stage, spec, upstream, (chosen, forced))
+        upstream[stage] = PENDING if plan.runs else manifest
+        plans.append(plan)
     return plans
+
+
+def assess(
+    config: PipelineConfig, run_dir: Path, stage: str, spec: StageSpec, upstream: dict,
+    selection: tuple[list[str], set[str]],
+) -> tuple[dict | None, dict, StagePlan]:  # fmt: skip
+    """A stage's manifest on disk, what its fingerprint is made of now, and its plan."""
+    chosen, forced = selection
+    manifest = read_stage_manifest(run_dir / stage)
+    stage_basis = basis(config, stage, spec, upstream)
+    status, reasons = judge(manifest, stage_basis, spec)
+    runs = stage in chosen and (status != "cached" or stage in forced)
+    if runs and status == "cached":
+        reasons = ["forced by --force/--from"]
+    return manifest, stage_basis, StagePlan(stage, status, runs, reasons)
 
 
 def format_plan(plans: list[StagePlan]) -> str:
@@ -189,13 +200,13 @@ def run_pipeline(
     upstream: dict[str, dict | None] = {}
     records = []
     for index, (stage, spec) in enumerate(specs.items(), 1):
-        manifest = read_stage_manifest(run_dir / stage)
-        stage_basis = basis(config, stage, spec, upstream)
-        status, reasons = judge(manifest, stage_basis, spec)
-        if stage not in chosen or (status == "cached" and stage not in forced):
-            logger.info("stage %d/%d %-13s %s %s", index, len(specs), stage, status,
-                        "; ".join(reasons))  # fmt: skip
-            records.append({"stage": stage, **(manifest or {}), "status": status})
+        manifest, stage_basis, plan = assess(
+            config, run_dir, stage, spec, upstream, (chosen, forced)
+        )
+        reasons = "; ".join(plan.reasons)
+        if not plan.runs:
+            logger.info("stage %d/%d %-13s %s %s", index, len(specs), stage, plan.status, reasons)
+            records.append({"stage": stage, **(manifest or {}), "status": plan.status})
             upstream[stage] = manifest
             continue
         for ref in spec.reads.values():
@@ -203,8 +214,7 @@ def run_pipeline(
                 raise MissingInputError(
                     f"stage {stage} needs {ref.stage}, which has not run: run it first"
                 )
-        logger.info("stage %d/%d %-13s running: %s", index, len(specs), stage,
-                    "; ".join(reasons) or "forced")  # fmt: skip
+        logger.info("stage %d/%d %-13s running: %s", index, len(specs), stage, reasons)
         records.append(run_stage(config, run_dir, stage, spec, stage_basis))
         upstream[stage] = read_stage_manifest(run_dir / stage)
     return records
