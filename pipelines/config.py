@@ -204,8 +204,37 @@ def load_pipeline_config(path: str | Path, data_beir: str | Path | None = None) 
     except ValidationError as err:
         raise ConfigError(one_line(err, path)) from None
     check_train_sections(config, path)
+    check_runnable(config, path)
     check_data(config, path)
     return config
+
+
+# train_cross trains on mine's examples and train_joint on denoise's lists of mined negatives
+# (denoised + undenoised): both hold at most stages.mine.negatives negatives per query.
+GROUPS_OF_MINED_NEGATIVES = ("train_cross", "train_joint")
+
+
+def check_runnable(config: PipelineConfig, source: object) -> None:
+    """Settings that validate one by one but cannot run together, refused in one line before
+    any work: augmentation with no source of queries, and a training group (1 positive +
+    group_size - 1 negatives) larger than the negatives its examples can hold."""
+    augment = config.stages.augment
+    if config.enabled("augment") and augment.queries_file is None and not augment.from_corpus:
+        raise ConfigError(
+            f"{source}: key 'stages.augment': augment is enabled but has no queries; set "
+            "stages.augment.queries_file or stages.augment.from_corpus, or enabled: false"
+        )
+    for stage in GROUPS_OF_MINED_NEGATIVES:
+        if not (config.enabled(stage) and config.enabled("mine")):
+            continue
+        group = getattr(config.stages, stage).train.group_size
+        pool = config.stages.mine.negatives
+        if group - 1 > pool:
+            raise ConfigError(
+                f"{source}: key 'stages.{stage}.train.group_size': {group} needs {group - 1} "
+                f"negatives per query but stages.mine.negatives keeps at most {pool}; lower "
+                f"the group_size or raise stages.mine.negatives"
+            )
 
 
 def check_data(config: PipelineConfig, source: object) -> None:

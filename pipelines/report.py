@@ -22,16 +22,22 @@ Record = Mapping[str, Any]
 
 MISSING = "–"
 PLOT_NAME = "recall_at_k.png"
+# Every column a report can have; a table shows those some row has a number for, so MS MARCO
+# (k 1000) gets R@50 and R@1000, NQ (answers, no qrels) answer recall and no qrels columns.
 METRIC_COLUMNS = (
     ("nDCG@10", "ndcg@10"),
     ("MRR@10", "mrr@10"),
     ("R@10", "recall@10"),
+    ("R@50", "recall@50"),
     ("R@100", "recall@100"),
+    ("R@1000", "recall@1000"),
+    ("answer R@5", "answer_recall@5"),
+    ("answer R@20", "answer_recall@20"),
+    ("answer R@100", "answer_recall@100"),
     ("re-ranked nDCG@10", "rerank_ndcg@10"),
     ("re-ranked + RRF nDCG@10", "rerank_rrf_ndcg@10"),
 )
-HEADERS = ("stage", "status", *(title for title, _ in METRIC_COLUMNS), "wall time", "peak memory")
-RECALL_KEY = re.compile(r"recall@(\d+)")
+RECALL_KEY = re.compile(r"(answer_)?recall@(\d+)")
 
 
 def _number(value: object) -> float | None:
@@ -74,8 +80,19 @@ def _cell(value: object) -> str:
     return MISSING if value is None else str(value).replace("|", "\\|")
 
 
-def _row(record: Record) -> list[str]:
-    metrics = [_metric(record, key) for _, key in METRIC_COLUMNS]
+def metric_columns(records: Sequence[Record]) -> list[tuple[str, str]]:
+    """The (title, key) of each metric column some record has a number for, in table order."""
+    present = {
+        key
+        for r in records
+        for key, value in (r.get("metrics") or {}).items()
+        if _number(value) is not None
+    }
+    return [(title, key) for title, key in METRIC_COLUMNS if key in present]
+
+
+def _row(record: Record, columns: Sequence[tuple[str, str]]) -> list[str]:
+    metrics = [_metric(record, key) for _, key in columns]
     stage, status = _cell(record.get("stage")), _cell(record.get("status"))
     return [
         stage,
@@ -87,9 +104,12 @@ def _row(record: Record) -> list[str]:
 
 
 def format_table(records: Sequence[Record]) -> str:
-    """A Markdown table, one row per record, padded so it also reads well in a terminal."""
-    rows = [list(HEADERS), *(_row(r) for r in records)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADERS))]
+    """A Markdown table, one row per record, padded so it also reads well in a terminal; one
+    column per metric that some record has (``metric_columns``)."""
+    columns = metric_columns(records)
+    headers = ["stage", "status", *(title for title, _ in columns), "wall time", "peak memory"]
+    rows = [headers, *(_row(r, columns) for r in records)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
     rule = [("-" * (w - 1) + ":") if i >= 2 else "-" * w for i, w in enumerate(widths)]
 
     def line(cells: Sequence[str]) -> str:
@@ -102,16 +122,18 @@ def format_table(records: Sequence[Record]) -> str:
 
 
 def recall_curves(records: Sequence[Record]) -> dict[str, list[tuple[int, float]]]:
-    """Each stage's (k, Recall@k) points sorted by k, for stages with at least two of them."""
+    """Each stage's (k, Recall@k) points sorted by k, for stages with at least two of them;
+    answer recall@k (NQ) for a stage with no qrels Recall@k."""
     curves = {}
     for record in records:
-        points = []
+        points: dict[str, list[tuple[int, float]]] = {"": [], "answer_": []}
         for key, value in (record.get("metrics") or {}).items():
             match, number = RECALL_KEY.fullmatch(str(key)), _number(value)
-            if match and number is not None and int(match[1]) > 0:
-                points.append((int(match[1]), number))
-        if len(points) >= 2:
-            curves[_label(record)] = sorted(points)
+            if match and number is not None and int(match[2]) > 0:
+                points[match[1] or ""].append((int(match[2]), number))
+        best = points[""] if len(points[""]) >= 2 else points["answer_"]
+        if len(best) >= 2:
+            curves[_label(record)] = sorted(best)
     return curves
 
 
@@ -120,7 +142,9 @@ def _label(record: Record) -> str:
     return f"{stage} ({model})" if model else stage
 
 
-def _recall_figure(curves: Mapping[str, Sequence[tuple[int, float]]]) -> Figure:
+def _recall_figure(
+    curves: Mapping[str, Sequence[tuple[int, float]]], ylabel: str = "Recall@k"
+) -> Figure:
     fig = Figure(figsize=(7, 4.5), dpi=120, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -132,7 +156,7 @@ def _recall_figure(curves: Mapping[str, Sequence[tuple[int, float]]]) -> Figure:
     ax.set_xticks(ks, labels=[str(k) for k in ks])
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_ylim(bottom=0)
-    ax.set(xlabel="k (retrieved passages)", ylabel="Recall@k", title="Recall@k per stage")
+    ax.set(xlabel="k (retrieved passages)", ylabel=ylabel, title="Recall@k per stage")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     return fig
@@ -143,7 +167,8 @@ def plot_recall(records: Sequence[Record], path: str | os.PathLike) -> Path | No
     curves = recall_curves(records)
     if not curves:
         return None
-    fig = _recall_figure(curves)
+    qrels = any(str(k).startswith("recall@") for r in records for k in r.get("metrics") or {})
+    fig = _recall_figure(curves, "Recall@k" if qrels else "answer recall@k (answer in the top k)")
     return replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
 
 

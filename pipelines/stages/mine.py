@@ -3,27 +3,38 @@ the top non-positive ones become hard-negative candidates (RocketQA's mined nega
 
 from __future__ import annotations
 
+from functools import partial
+
 from pipelines.config import PipelineConfig
 from pipelines.stages import last_dual_before
 from pipelines.stages.context import StageContext
 from pipelines.stages.corpus_vectors import encode_stage_corpus
 from pipelines.stages.spec import Output, StageSpec
+from retrieval.answers_match import drop_answer_passages
+from retrieval.evaluator import body_texts, read_answers
 from retrieval.indexing import index_from_table
 from retrieval.models import DualEncoder
 from retrieval.retriever import read_queries, search_queries, to_candidates
 from retrieval.tables.schemas import CANDIDATES, EXAMPLES
-from retrieval.tables.store import write_table
+from retrieval.tables.store import table_exists, write_table
 from retrieval.training.examples import load_examples
 
 
 def mined_examples(tables, split: str, candidates, keep: int) -> list[dict]:
     """Positives from the examples table or the qrels; negatives: the top ``keep`` retrieved
-    passages that are not positives (replacing any negatives the dataset came with)."""
+    passages that are not positives (replacing any negatives the dataset came with) and, when
+    the split has answers (NQ), hold none of them in their body: as in DPR, such a passage is
+    likely a false negative (retrieval/answers_match.py)."""
     ranked = dict(zip(candidates["qid"].to_pylist(), candidates["pids"].to_pylist()))
     rows = load_examples(tables, split, None).to_pylist()
     for row in rows:
         positives = set(row["positives"])
-        row["negatives"] = [p for p in ranked.get(row["qid"], []) if p not in positives][:keep]
+        row["negatives"] = [p for p in ranked.get(row["qid"], []) if p not in positives]
+    if table_exists(tables / f"answers-{split}"):
+        answers = read_answers(tables / f"answers-{split}")
+        drop_answer_passages(rows, answers, partial(body_texts, tables / "corpus"), keep)
+    for row in rows:
+        row["negatives"] = row["negatives"][:keep]
     return rows
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -72,15 +73,20 @@ def examples_for(ctx: StageContext) -> Path | None:
 
 
 def bm25_examples(ctx: StageContext, split: str) -> Path:
-    """DPR-style hard negatives: BM25's top passages that are not judged relevant."""
+    """DPR-style hard negatives: BM25's top passages that are not judged relevant and, when
+    the split has answers (NQ), hold none of them in their body (retrieval/answers_match.py);
+    BM25 is then asked for twice as many, so the list can still fill up."""
+    from retrieval.answers_match import drop_answer_passages
     from retrieval.bm25 import bm25_candidates
+    from retrieval.evaluator import body_texts, read_answers
     from retrieval.training.examples import load_examples
 
-    qrels = ctx.tables / f"qrels-{split}"
+    qrels, answers = ctx.tables / f"qrels-{split}", ctx.tables / f"answers-{split}"
+    wanted = ctx.section.bm25_negatives
     candidates = bm25_candidates(
         ctx.tables / "corpus",
         ctx.tables / f"queries-{split}",
-        ctx.section.bm25_negatives,
+        2 * wanted if table_exists(answers) else wanted,
         exclude_qrels_dir=qrels if table_exists(qrels) else None,
     )
     negatives = dict(zip(candidates["qid"].to_pylist(), candidates["pids"].to_pylist()))
@@ -88,6 +94,11 @@ def bm25_examples(ctx: StageContext, split: str) -> Path:
     for row in rows:
         positives = set(row["positives"])
         row["negatives"] = [p for p in negatives.get(row["qid"], []) if p not in positives]
+    if table_exists(answers):
+        texts_of = partial(body_texts, ctx.tables / "corpus")
+        drop_answer_passages(rows, read_answers(answers), texts_of, keep=wanted)
+    for row in rows:
+        row["negatives"] = row["negatives"][:wanted]
     path = ctx.work / "examples-bm25"
     write_table(path, rows, EXAMPLES)
     return path

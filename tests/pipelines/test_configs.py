@@ -97,9 +97,69 @@ def test_data_beir_override_replaces_the_configs_data_folder(tmp_path):
     from pipelines.config import load_pipeline_config
     from retrieval.errors import MissingInputError
 
-    msmarco = next(p for p in CONFIGS if p.stem == "msmarco")  # data.tables, not here
+    # nq: data.tables, not here (msmarco also names an augment queries file made beside it)
+    nq = next(p for p in CONFIGS if p.stem == "nq")
     with pytest.raises(MissingInputError, match="data.tables"):
-        load_pipeline_config(msmarco)
-    config = load_pipeline_config(msmarco, data_beir=tmp_path)
+        load_pipeline_config(nq)
+    config = load_pipeline_config(nq, data_beir=tmp_path)
     assert config.data.beir == tmp_path and config.data.tables is None
-    assert config.data.eval_split == "dev"  # the rest of the data section is kept
+    assert config.data.eval_split == "test"  # the rest of the data section is kept
+
+
+def load_raw(tmp_path, raw: dict):
+    from pipelines.config import load_pipeline_config
+
+    raw["data"] = {"beir": str(tmp_path)}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_pipeline_config(path)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_configs_pass_the_load_time_checks(path):
+    from pipelines.config import check_runnable
+
+    check_runnable(PipelineConfig.model_validate(yaml.safe_load(path.read_text())), path)
+
+
+def test_cluster_configs_train_on_mined_and_bm25_negatives_and_skip_bm25_eval():
+    raw = {p.stem: yaml.safe_load(p.read_text()) for p in CONFIGS}
+    marco, nq = (PipelineConfig.model_validate(raw[n]) for n in ("msmarco", "nq"))
+    assert marco.stages.train_dual_0.bm25_negatives > 0  # not random negatives
+    assert marco.stages.augment.queries_file is not None and nq.stages.augment.from_corpus > 0
+    assert not marco.stages.evaluate.bm25 and not nq.stages.evaluate.bm25
+    assert marco.stages.evaluate.k == 1000  # MRR@10, R@50 and R@1000
+
+
+def test_augment_with_no_source_of_queries_is_one_line(tmp_path):
+    from retrieval.errors import ConfigError
+
+    raw = yaml.safe_load(CONFIGS[0].read_text())
+    raw["stages"]["augment"] = {"from_corpus": 0}
+    with pytest.raises(ConfigError) as err:
+        load_raw(tmp_path, raw)
+    message = str(err.value)
+    assert "key 'stages.augment'" in message and "\n" not in message
+    assert "stages.augment.queries_file" in message and "stages.augment.from_corpus" in message
+    raw["stages"]["augment"]["enabled"] = False
+    raw["stages"]["train_dual_2"]["enabled"] = False  # it reads augment's examples
+    assert not load_raw(tmp_path, raw).enabled("augment")
+
+
+@pytest.mark.parametrize("stage", ["train_cross", "train_joint"])
+def test_a_group_larger_than_the_mined_negatives_is_one_line(tmp_path, stage):
+    """train_cross reads mine's examples, train_joint denoise's lists of mined negatives: both
+    hold at most stages.mine.negatives negatives, so group_size - 1 may not exceed it."""
+    from retrieval.errors import ConfigError
+
+    raw = yaml.safe_load(CONFIGS[0].read_text())
+    raw["stages"]["mine"]["negatives"] = 6
+    for reader in ("train_cross", "train_joint"):
+        raw["stages"][reader]["train"]["group_size"] = 7  # 1 positive + 6 negatives: fits
+    load_raw(tmp_path, raw)
+    raw["stages"][stage]["train"]["group_size"] = 8
+    with pytest.raises(ConfigError) as err:
+        load_raw(tmp_path, raw)
+    message = str(err.value)
+    assert f"key 'stages.{stage}.train.group_size': 8 needs 7 negatives" in message
+    assert "stages.mine.negatives keeps at most 6" in message and "\n" not in message

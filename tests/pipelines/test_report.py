@@ -160,3 +160,60 @@ def test_write_report_without_recall_or_config(tmp_path):
     text = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "![" not in text and "Configuration" not in text
     assert "| denoise" in text
+
+
+MSMARCO_RECORDS = [
+    {"stage": "bm25", "status": "baseline", "model": "bm25",
+     "metrics": {"mrr@10": 0.187, "recall@50": 0.59, "recall@1000": 0.857}},
+    {"stage": "train_dual_0", "status": "ran", "model": "dual",
+     "metrics": {"ndcg@10": 0.4, "mrr@10": 0.334, "recall@10": 0.6, "recall@50": 0.821,
+                 "recall@100": 0.88, "recall@1000": 0.964, "rerank_ndcg@10": 0.45}},
+]  # fmt: skip
+NQ_RECORDS = [
+    {"stage": "zero-shot", "status": "baseline", "model": "dual",
+     "metrics": {"answer_recall@1": 0.2, "answer_recall@5": 0.45, "answer_recall@20": 0.6,
+                 "answer_recall@100": 0.75}},
+    {"stage": "train_dual_0", "status": "ran", "model": "dual",
+     "metrics": {"answer_recall@1": 0.4, "answer_recall@5": 0.68, "answer_recall@20": 0.8,
+                 "answer_recall@100": 0.86}},
+    {"stage": "mine", "status": "ran", "model": None, "metrics": {}},
+]  # fmt: skip
+
+
+def headers(table: str) -> list[str]:
+    return [cell.strip() for cell in table.splitlines()[0].strip("|").split("|")]
+
+
+def test_columns_are_the_metrics_the_run_has():
+    """MS MARCO's MRR@10 / R@50 / R@1000; NQ's answer recall and no qrels columns at all."""
+    assert headers(format_table(MSMARCO_RECORDS)) == [
+        "stage", "status", "nDCG@10", "MRR@10", "R@10", "R@50", "R@100", "R@1000",
+        "re-ranked nDCG@10", "wall time", "peak memory",
+    ]  # fmt: skip
+    rows = table_rows(format_table(MSMARCO_RECORDS))
+    assert (rows["bm25"]["MRR@10"], rows["bm25"]["R@50"], rows["bm25"]["R@1000"]) == (
+        "0.187", "0.590", "0.857",
+    )  # fmt: skip
+    assert rows["bm25"]["R@100"] == "–" and rows["train_dual_0"]["R@1000"] == "0.964"
+    assert headers(format_table(NQ_RECORDS)) == [
+        "stage", "status", "answer R@5", "answer R@20", "answer R@100", "wall time",
+        "peak memory",
+    ]  # fmt: skip
+    rows = table_rows(format_table(NQ_RECORDS))
+    assert [rows["train_dual_0"][f"answer R@{k}"] for k in (5, 20, 100)] == [
+        "0.680", "0.800", "0.860",
+    ]  # fmt: skip
+    assert rows["mine"]["answer R@5"] == "–"
+
+
+def test_recall_curves_are_answer_recall_where_there_are_no_qrels(tmp_path):
+    assert recall_curves(NQ_RECORDS) == {
+        "zero-shot (dual)": [(1, 0.2), (5, 0.45), (20, 0.6), (100, 0.75)],
+        "train_dual_0 (dual)": [(1, 0.4), (5, 0.68), (20, 0.8), (100, 0.86)],
+    }
+    both = {"stage": "s", "metrics": {**NQ_RECORDS[0]["metrics"], "recall@10": 0.5,
+                                      "recall@1000": 0.9}}  # fmt: skip
+    assert recall_curves([both]) == {"s": [(10, 0.5), (1000, 0.9)]}  # qrels first
+    assert recall_curves(MSMARCO_RECORDS)["train_dual_0 (dual)"][-1] == (1000, 0.964)
+    path = plot_recall(NQ_RECORDS, tmp_path / "recall.png")
+    assert path.read_bytes()[:8] == PNG_SIGNATURE

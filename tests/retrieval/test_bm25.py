@@ -1,7 +1,8 @@
 """BM25Retriever against the Lucene BM25 formula written out here, and on real SciFact dev.
 
 Tokens come from bm25s's own tokenizer and PyStemmer (the text processing is configuration);
-the scoring reference is independent of bm25s: the library must not grade itself.
+the scoring reference is independent of bm25s: the library must not grade itself. The batched
+search (bm25s's batch retrieve) is held against a per-query full sort written out here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 import Stemmer
 
 from retrieval.bm25 import BM25Retriever, bm25_candidates, evaluate_bm25
-from retrieval.retriever import to_candidates
+from retrieval.retriever import read_queries, to_candidates
 from retrieval.tables import CORPUS, QRELS, QUERIES, read_table, write_table
 
 K1, B = 0.9, 0.4
@@ -124,6 +125,61 @@ def test_edge_queries_and_ties(tiny):
         tiny.search(["cats"], 0)
 
 
+def per_query_top_k(retriever: BM25Retriever, texts: list[str], k: int):
+    """The search as it was before batching, written plainly: each query's scores over the
+    whole corpus, every matching row sorted by (score descending, row ascending), cut at k."""
+    scores = np.full((len(texts), k), -np.inf, dtype=np.float32)
+    pids = [[""] * k for _ in texts]
+    for i, ids in enumerate(retriever.query_token_ids(texts)):
+        if not ids:
+            continue
+        doc_scores = retriever.index.get_scores_from_ids(ids)
+        rows = sorted(np.flatnonzero(doc_scores > 0), key=lambda r: (-doc_scores[r], r))[:k]
+        scores[i, : len(rows)] = doc_scores[rows]
+        pids[i][: len(rows)] = [retriever.pids[int(r)].as_py() for r in rows]
+    return scores, pids
+
+
+def assert_same_search(got, expected):
+    np.testing.assert_array_equal(got[0], expected[0])  # bit for bit, -inf padding included
+    assert got[1] == expected[1]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 20])
+def test_batched_search_breaks_ties_at_the_cut_by_row(tiny, k):
+    """b2 and b1 are the same passage: at k=1 they tie exactly at the cut, where bm25s's own
+    selection may keep either; the search must keep the lower corpus row (b2)."""
+    expected = per_query_top_k(tiny, QUERY_TEXTS, k)
+    for batched in (True, False):
+        assert_same_search(tiny.search(QUERY_TEXTS, k, batched=batched, chunk_queries=3), expected)
+    assert tiny.search(["bird songs"], 1, batched=True)[1] == [["b2"]]
+
+
+def test_a_tie_wider_than_the_margin_is_searched_again(tmp_path, monkeypatch):
+    """Five copies of one passage tie for the top; bm25s may return any of them. A stand-in
+    retrieve that returns the highest rows of a tie (a valid top-k by score) must not change
+    the result: the lowest rows win, as in the per-query search."""
+    rows = [{"pid": f"c{i}", "title": "", "text": "bird song at dawn"} for i in range(5)]
+    rows += [{"pid": f"o{i}", "title": "", "text": f"bird number {i} of many"} for i in range(6)]
+    write_table(tmp_path / "corpus", rows, CORPUS)
+    retriever = BM25Retriever.build(tmp_path / "corpus", show_progress=False)
+    real = retriever.index.retrieve
+
+    def worst_ties(queries, k, **kwargs):
+        result = real(queries, k=len(retriever), **kwargs)
+        docs, values = [], []
+        for d, v in zip(result.documents, result.scores):
+            order = np.lexsort((-d, -v))[:k]  # equal scores: the highest row first
+            docs.append(d[order]), values.append(v[order])
+        return type(result)(documents=np.array(docs), scores=np.array(values))
+
+    monkeypatch.setattr(retriever.index, "retrieve", worst_ties)
+    for k in (1, 2, 4):
+        got = retriever.search(["bird song"], k, batched=True)
+        assert got[1] == [[f"c{i}" for i in range(k)]]
+        assert_same_search(got, per_query_top_k(retriever, ["bird song"], k))
+
+
 def test_top_k_is_a_prefix_of_the_full_ranking(tiny):
     full_scores, full_pids = tiny.search(QUERY_TEXTS, len(DOCS))
     scores, pids = tiny.search(QUERY_TEXTS, 2)
@@ -163,6 +219,16 @@ def test_candidates_drop_judged_positives(tiny, tiny_tables):
         ][:3]
         assert list(zip(row["pids"], row["scores"])) == keep
     assert "d0" in mined[0]["pids"] and len(mined[0]["pids"]) == 3  # refilled up to k
+    in_chunks = bm25_candidates(
+        tiny_tables / "corpus",
+        tiny_tables / "queries-dev",
+        3,
+        exclude_qrels_dir=tiny_tables / "qrels-dev",
+        retriever=tiny,
+        show_progress=False,
+        chunk_queries=2,  # 7 queries: 4 chunks, the last of one
+    )
+    assert in_chunks.to_pylist() == mined
 
 
 def test_evaluate_needs_labels(tiny_tables):
@@ -170,14 +236,44 @@ def test_evaluate_needs_labels(tiny_tables):
         evaluate_bm25(tiny_tables, "test", show_progress=False)
 
 
-def test_scifact_dev_ndcg(scifact_tables):
+@pytest.fixture(scope="module")
+def scifact_bm25(scifact_tables) -> BM25Retriever:
+    return BM25Retriever.build(scifact_tables / "corpus", show_progress=False)
+
+
+@pytest.mark.parametrize("k", [10, 100, 1000])
+def test_batched_search_equals_the_per_query_search_on_scifact(scifact_bm25, scifact_tables, k):
+    """Every SciFact train and dev query, in chunks on two threads: the same top-k, the same
+    float32 scores and the same padding as one query at a time."""
+    texts = read_queries(scifact_tables / "queries-train")[1]
+    texts += read_queries(scifact_tables / "queries-dev")[1]
+    expected = per_query_top_k(scifact_bm25, texts, k)
+    got = scifact_bm25.search(texts, k, batched=True, n_threads=2, chunk_queries=257)
+    assert_same_search(got, expected)
+    assert_same_search(scifact_bm25.search(texts, k), expected)  # the default path
+
+
+@pytest.mark.skipif(not bm25s.NUMBA_AVAILABLE, reason="bm25s's numba backend needs numba")
+def test_numba_batched_search_equals_the_per_query_search(
+    tiny_tables, scifact_bm25, scifact_tables
+):
+    fast = BM25Retriever.build(tiny_tables / "corpus", show_progress=False)
+    assert fast.index.backend == "numba"
+    for k in (1, 3):
+        assert_same_search(fast.search(QUERY_TEXTS, k), per_query_top_k(fast, QUERY_TEXTS, k))
+    texts = read_queries(scifact_tables / "queries-dev")[1]
+    got = scifact_bm25.search(texts, 100, n_threads=2)
+    assert_same_search(got, per_query_top_k(scifact_bm25, texts, 100))
+
+
+def test_scifact_dev_ndcg(scifact_bm25, scifact_tables):
     """DESIGN.md's calibration: bm25s, Lucene, k1 0.9, b 0.4, stopwords, Snowball: 0.665."""
-    retriever = BM25Retriever.build(scifact_tables / "corpus", show_progress=False)
+    retriever = scifact_bm25
     assert len(retriever) == 5183
     result = evaluate_bm25(
         scifact_tables, "dev", ("ndcg@10", "recall@100"), retriever=retriever, show_progress=False
     )
-    assert abs(result.metrics["ndcg@10"] - 0.665) < 0.01
+    assert result.metrics["ndcg@10"] == pytest.approx(0.664764, abs=1e-6)  # as before batching
     assert len(result.run) == 100
     mined = bm25_candidates(
         scifact_tables / "corpus",

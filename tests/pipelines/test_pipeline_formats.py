@@ -1,0 +1,262 @@
+"""`rqa prepare msmarco` / `rqa prepare nq` on files in the datasets' own formats, then `rqa run`
+of the shipped configs/msmarco.yaml and configs/nq.yaml scaled down (tiny model, two steps a
+stage, local launcher, small depths) to the end: the metrics each dataset is reported with,
+the report's columns, and for NQ that no mined or BM25 negative holds an answer.
+
+The files: MS MARCO's collection.tsv / queries / qrels layouts holding genuine MS MARCO text
+(the collection head and the triples.train.small head of ../shared/fixtures) plus SciFact
+passages, so the corpus outgrows the configs' k of 1000; NQ's psgs_w100.tsv rebuilt from DPR's
+biencoder excerpt, that excerpt as the train file and the head of the real nq-dev.qa.csv.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import yaml
+
+from pipelines.config import load_pipeline_config
+from pipelines.stages.context import StageContext
+from pipelines.stages.mine import mined_examples
+from pipelines.stages.training import bm25_examples
+from retrieval.answers_match import contains_answer
+from retrieval.evaluator import body_texts, read_answers
+from retrieval.metrics.answers import has_answer as dpr_has_answer
+from retrieval.tables import read_table
+from tests.helpers_cli import finish, rqa
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN = {"max_steps": 2, "batch_size": 4, "launcher": "local", "checkpoint_every": 2,
+         "log_every": 1}  # fmt: skip
+RECIPE = ("loss", "group_size", "hard_negatives", "random_negatives")  # kept from the config
+# a random re-ranker is unsure of everything: loose thresholds keep the lists non-empty
+RANDOM_RERANKER = {"negative_below": 0.9, "positive_above": 0.99, "undenoised": 2}
+
+
+def scaled_down(name: str, tmp_path: Path, model: Path, tables: Path, stages: dict) -> Path:
+    """The shipped config ``name`` with a tiny model, local Ray, two training steps a stage
+    and ``stages`` merged over its stage sections; everything else as shipped."""
+    raw = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
+    raw.pop("ray")  # local Ray, not `address: auto`
+    raw.update(name=name, run_dir=str(tmp_path / name), model=str(model))
+    raw["model_settings"].update(query_max_len=24, passage_max_len=48)
+    raw["data"]["tables"] = str(tables)
+    for section in raw["stages"].values():
+        if "train" in section:  # the stage's recipe stays, the cluster's scale goes
+            recipe = {k: v for k, v in section["train"].items() if k in RECIPE}
+            section["train"] = {**recipe, **TRAIN}
+    for stage, override in stages.items():
+        section = raw["stages"].setdefault(stage, {})
+        if "train" in override:
+            section["train"].update(override.pop("train"))
+        section.update(override)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def header(report: str) -> list[str]:
+    line = next(line for line in report.splitlines() if line.startswith("| stage"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+# --- MS MARCO -------------------------------------------------------------------------------
+
+
+def msmarco_files(folder: Path, fixtures: Path, scifact: Path) -> dict[str, Path]:
+    """collection.tsv (pid<TAB>passage), queries.SPLIT.tsv (qid<TAB>text) and qrels.SPLIT.tsv
+    (qid<TAB>0<TAB>pid<TAB>1): 70 triples' queries train, 30 dev, each judged on its positive."""
+    toy = fixtures / "msmarco_passage_toy_splade"
+    lines = (toy / "full_collection" / "raw.tsv").read_text(encoding="utf-8").splitlines()
+    collection = [line.split("\t", 1) for line in lines]  # genuine pids 0-99
+    triples = [line.split("\t") for line in (toy / "triplets" / "raw.tsv").read_text(
+        encoding="utf-8").splitlines()]  # fmt: skip
+    pid_of: dict[str, str] = {}
+    for _, positive, negative in triples:
+        for text in (positive, negative):
+            if text not in pid_of:
+                pid_of[text] = str(7_000_000 + len(pid_of))
+                collection.append([pid_of[text], text])
+    with (scifact / "corpus.jsonl").open(encoding="utf-8") as docs:
+        for i, line in zip(range(1000), docs):  # SciFact text as MS MARCO-sized passages
+            doc = json.loads(line)
+            words = f"{doc['title']}. {doc['text']}".split()[:80]
+            collection.append([str(8_000_000 + i), " ".join(words)])
+    files = {"collection": folder / "collection.tsv"}
+    files["collection"].write_text("".join(f"{p}\t{t}\n" for p, t in collection), "utf-8")
+    for split, rows in (("train", triples[:70]), ("dev", triples[70:])):
+        base = 1000 if split == "train" else 2000
+        qids = [str(base + i) for i in range(len(rows))]
+        files[f"queries-{split}"] = folder / f"queries.{split}.tsv"
+        files[f"queries-{split}"].write_text(
+            "".join(f"{q}\t{r[0]}\n" for q, r in zip(qids, rows)), "utf-8"
+        )
+        files[f"qrels-{split}"] = folder / f"qrels.{split}.tsv"
+        files[f"qrels-{split}"].write_text(
+            "".join(f"{q}\t0\t{pid_of[r[1]]}\t1\n" for q, r in zip(qids, rows)), "utf-8"
+        )
+    files["unlabeled"] = folder / "unlabeled_queries.txt"  # augment's source, as in the config
+    files["unlabeled"].write_text("".join(f"{r[0]}\n" for r in triples[60:70]), "utf-8")
+    return files
+
+
+@pytest.fixture(scope="module")
+def msmarco_run(tmp_path_factory, fixtures_dir, scifact_dir, tiny_bert_dir):
+    tmp = tmp_path_factory.mktemp("msmarco")
+    files = msmarco_files(tmp, fixtures_dir, scifact_dir)
+    finish(rqa("prepare", "msmarco", "--collection", str(files["collection"]),
+               "--queries", f"train={files['queries-train']}",
+               "--queries", f"dev={files['queries-dev']}",
+               "--qrels", f"train={files['qrels-train']}", "--qrels", f"dev={files['qrels-dev']}",
+               "--out", str(tmp / "tables")))  # fmt: skip
+    config = scaled_down("msmarco", tmp, tiny_bert_dir, tmp / "tables", {
+        "mine": {"depth": 10, "negatives": 4},
+        "denoise": dict(RANDOM_RERANKER),
+        "augment": {"queries_file": str(files["unlabeled"]), "depth": 5, "mode": "relative",
+                    "margin": 0.0},
+        "train_cross": {"train": {"cross_max_len": 64}},
+        "train_joint": {"train": {"group_size": 3, "cross_max_len": 64}},
+        "evaluate": {"rerank_depth": 10},
+    })  # fmt: skip
+    load_pipeline_config(config)  # the load-time checks pass
+    finish(rqa("run", str(config)))
+    return tmp / "msmarco"
+
+
+def test_msmarco_runs_to_the_end_with_mrr_and_recall_at_1000(msmarco_run):
+    metrics = json.loads((msmarco_run / "evaluate" / "metrics.json").read_text())
+    stages = {"zero-shot", "train_dual_0", "train_dual_1", "train_dual_2", "train_joint"}
+    assert set(metrics) == stages  # and no bm25: the config turns it off
+    for name, values in metrics.items():
+        for key in ("mrr@10", "recall@50", "recall@100", "recall@1000"):
+            assert 0 <= values[key] <= 1, (name, key)
+        assert values["recall@50"] <= values["recall@100"] <= values["recall@1000"]
+        assert not any(key.startswith("answer_") for key in values)
+    assert 0 <= metrics["train_joint"]["rerank_ndcg@10"] <= 1
+    columns = header((msmarco_run / "report.md").read_text())
+    assert {"MRR@10", "R@50", "R@1000"} <= set(columns)
+    assert not [c for c in columns if c.startswith("answer")]
+    assert (msmarco_run / "recall_at_k.png").is_file()
+    augmented = read_table(msmarco_run / "augment" / "queries-augmented")
+    assert augmented.num_rows == 10  # the unlabeled queries file was read
+
+
+# --- NQ -------------------------------------------------------------------------------------
+
+
+def nq_files(folder: Path, fixtures: Path) -> dict[str, Path]:
+    """psgs_w100.tsv (id<TAB>text<TAB>title, text quoted as in DPR's file) of every passage in
+    DPR's biencoder excerpt; that excerpt with one gold positive a question (the others stay
+    in the corpus: answer-bearing passages a negative must not be); the qa.csv head."""
+    sample = fixtures / "nq_dpr_biencoder_sample" / "biencoder-nq-dev.sample5.json"
+    records = json.loads(sample.read_text(encoding="utf-8"))
+    passages: dict[str, tuple[str, str]] = {}
+    for record in records:
+        for key in ("positive_ctxs", "hard_negative_ctxs", "negative_ctxs"):
+            for ctx in record[key]:
+                passages.setdefault(ctx["passage_id"], (ctx["text"], ctx["title"]))
+    files = {"passages": folder / "psgs_w100.tsv", "biencoder": folder / "biencoder-train.json"}
+    with files["passages"].open("w", encoding="utf-8") as out:
+        out.write("id\ttext\ttitle\n")
+        for pid, (text, title) in passages.items():
+            quoted = '"' + text.replace('"', '""') + '"'
+            title = '"' + title.replace('"', '""') + '"' if '"' in title else title
+            out.write(f"{pid}\t{quoted}\t{title}\n")
+    for record in records:
+        record["positive_ctxs"] = record["positive_ctxs"][:1]
+    files["biencoder"].write_text(json.dumps(records), encoding="utf-8")
+    qa = (fixtures / "nq_dpr_qa" / "nq-dev.qa.csv").read_bytes().split(b"\r\n")
+    files["qa"] = folder / "nq-dev-head.qa.csv"
+    files["qa"].write_bytes(b"\r\n".join(qa[:20]) + b"\r\n")  # CRLF, as DPR's file
+    return files
+
+
+@pytest.fixture(scope="module")
+def nq_run(tmp_path_factory, fixtures_dir, tiny_bert_dir):
+    tmp = tmp_path_factory.mktemp("nq")
+    files = nq_files(tmp, fixtures_dir)
+    finish(rqa("prepare", "nq", "--passages", str(files["passages"]),
+               "--biencoder", f"train={files['biencoder']}", "--qa", f"test={files['qa']}",
+               "--out", str(tmp / "tables")))  # fmt: skip
+    config = scaled_down("nq", tmp, tiny_bert_dir, tmp / "tables", {
+        "train_dual_0": {"bm25_negatives": 6},  # BM25 negatives go through the answer filter
+        "mine": {"depth": 40, "negatives": 6},
+        "denoise": dict(RANDOM_RERANKER),
+        "train_cross": {"train": {"cross_max_len": 64}},
+        "train_joint": {"train": {"group_size": 4, "cross_max_len": 64}},
+    })  # fmt: skip
+    raw = yaml.safe_load(config.read_text())
+    raw["preset"] = "rocketqav2"  # fewer stages: no augment, no train_dual_1/2
+    config.write_text(yaml.safe_dump(raw))
+    finish(rqa("run", str(config)))
+    return tmp / "nq"
+
+
+def test_nq_runs_to_the_end_with_answer_recall(nq_run):
+    metrics = json.loads((nq_run / "evaluate" / "metrics.json").read_text())
+    assert set(metrics) == {"zero-shot", "train_dual_0", "train_joint"}  # no bm25
+    for name, values in metrics.items():
+        recall = [values[f"answer_recall@{k}"] for k in (1, 5, 20, 100)]
+        assert all(0 <= r <= 1 for r in recall) and recall == sorted(recall), name
+        assert not any(key.startswith(("mrr", "ndcg", "recall")) for key in values)
+    assert metrics["zero-shot"]["answer_recall@100"] > 0  # the 5 answerable questions
+    columns = header((nq_run / "report.md").read_text())
+    assert {"answer R@5", "answer R@20", "answer R@100"} <= set(columns)
+    assert not {"MRR@10", "nDCG@10", "R@10"} & set(columns)
+    assert (nq_run / "recall_at_k.png").is_file()
+
+
+def answer_holders(tables: Path, rows: list[dict]) -> list[tuple[str, str]]:
+    """(qid, pid) of each negative whose body holds an answer, by either matcher."""
+    answers = read_answers(tables / "answers-train")
+    texts = body_texts(tables / "corpus", {p for r in rows for p in r["negatives"]})
+    return [
+        (row["qid"], pid)
+        for row in rows
+        for pid in row["negatives"]
+        if contains_answer(answers[row["qid"]], texts[pid])
+        or dpr_has_answer(answers[row["qid"]], texts[pid])
+    ]
+
+
+def test_no_mined_negative_holds_an_answer(nq_run):
+    tables = nq_run / "prepare"
+    mined = read_table(nq_run / "mine" / "examples-train").to_pylist()
+    assert sum(len(r["negatives"]) for r in mined) == 6 * len(mined)  # lists still filled
+    assert answer_holders(tables, mined) == []
+    # the same function on candidates that put every answer-bearing passage first
+    answers = read_answers(tables / "answers-train")
+    corpus = read_table(tables / "corpus", columns=["pid", "text"]).to_pylist()
+    ranked = []
+    for row in mined:
+        holders = [p["pid"] for p in corpus if contains_answer(answers[row["qid"]], p["text"])]
+        others = [p["pid"] for p in corpus if p["pid"] not in holders]
+        ranked.append({"qid": row["qid"], "pids": holders + others[:10]})
+    assert sum(len(r["pids"]) - 10 for r in ranked) > len(ranked)  # not just the positive
+    rows = mined_examples(tables, "train", pa.Table.from_pylist(ranked), keep=6)
+    assert answer_holders(tables, rows) == []
+    assert all(len(r["negatives"]) == 6 for r in rows)
+
+
+def test_no_bm25_negative_holds_an_answer(nq_run, tmp_path):
+    config = load_pipeline_config(nq_run.parent / "nq.yaml")
+    tables = nq_run / "prepare"
+    ctx = StageContext("train_dual_0", config, tmp_path / "out", tmp_path / "work",
+                       {"tables": tables})  # fmt: skip
+    rows = read_table(bm25_examples(ctx, "train")).to_pylist()
+    assert answer_holders(tables, rows) == []
+    assert all(len(r["negatives"]) == 6 for r in rows)
+    # BM25 ranks answer-bearing passages high for these questions: the filter did work
+    from retrieval.bm25 import bm25_candidates
+
+    top = bm25_candidates(tables / "corpus", tables / "queries-train", 12,
+                          show_progress=False).to_pylist()  # fmt: skip
+    positives = {r["qid"]: set(r["positives"]) for r in rows}
+    unfiltered = [
+        {"qid": r["qid"], "negatives": [p for p in r["pids"] if p not in positives[r["qid"]]]}
+        for r in top
+    ]
+    assert answer_holders(tables, unfiltered)
