@@ -15,6 +15,8 @@ from pipelines.commands import (
     download,
     encode,
     evaluate,
+    evaluate_pairs,
+    evaluate_sts,
     index,
     prepare,
     report,
@@ -22,10 +24,25 @@ from pipelines.commands import (
     run,
     search,
     train,
+    whiten,
 )
 from retrieval.errors import UserError
 
-COMMANDS = (download, prepare, encode, index, search, evaluate, rerank, train, run, report)
+COMMANDS = (
+    download,
+    prepare,
+    encode,
+    index,
+    search,
+    evaluate,
+    rerank,
+    evaluate_sts,
+    evaluate_pairs,
+    whiten,
+    train,
+    run,
+    report,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

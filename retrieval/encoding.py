@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers.modeling_outputs import BaseModelOutput
 
-from retrieval.models.dual_encoder import DualEncoder, passage_text
+from retrieval.models.dual_encoder import DualEncoder, pad_token_ids, passage_text
 from retrieval.precision import bf16_copy, resolve_precision
 from retrieval.tables.schemas import embeddings_schema
 from retrieval.tables.store import iter_shards, read_manifest, write_table
@@ -64,8 +64,10 @@ def _encoder(model: DualEncoder, side: str, precision: str) -> Encoder:
     if precision == "fp32":
         return model.encode_query if side == "query" else model.encode_passage
     tower = model.query_model if side == "query" else model.passage_model
-    # A DualEncoder over the bf16 copy pools and normalises exactly as the model does.
-    return DualEncoder(_Bf16Tower(tower), model.tokenizer, model.settings).encode_query
+    # A DualEncoder over the bf16 copy pools, applies the head and normalises exactly as the
+    # model does (in fp32), with the side's own prefix length.
+    copy = DualEncoder(_Bf16Tower(tower), model.tokenizer, model.settings, head=model.head)
+    return copy.encode_query if side == "query" else copy.encode_passage
 
 
 def _token_batches(
@@ -93,43 +95,25 @@ def _batch_tokens(device: torch.device, max_tokens: int | None) -> int | None:
     return CPU_BATCH_TOKENS if device.type == "cpu" else None
 
 
-def _pad(ids: list[list[int]], pad_id: int, left: bool) -> dict[str, torch.Tensor]:
-    """``input_ids`` and ``attention_mask`` padded to the longest row (as ``tokenizer.pad``)."""
-    width = max(len(x) for x in ids)
-    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(ids), width), dtype=np.int64)
-    for row, tokens in enumerate(ids):
-        cols = slice(width - len(tokens), width) if left else slice(0, len(tokens))
-        input_ids[row, cols] = tokens
-        mask[row, cols] = 1
-    return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
-
-
 def _encode_sorted(
     model: DualEncoder,
     encode: Encoder,
     texts: list[str],
-    max_len: int,
+    side: str,
     batch_size: int,
     max_tokens: int | None,
     progress: tqdm | None,
 ) -> np.ndarray:
-    """Encode ``texts`` longest first, in batches of ``batch_size`` texts at most, and on CPU
-    (or when ``max_tokens`` is given) of a bounded number of padded tokens.
+    """Encode ``texts`` as ``side`` reads them (prefix, template, max length: see
+    :meth:`DualEncoder.token_ids`) longest first, in batches of ``batch_size`` texts at most,
+    and on CPU (or when ``max_tokens`` is given) of a bounded number of padded tokens.
 
     Longest first makes memory peak at once; sorting makes padding minimal.
     """
     if not texts:  # the tokenizer fails on an empty batch; an empty shard is a valid table
         return np.empty((0, model.dim), dtype=np.float32)
     tokenizer = model.tokenizer
-    ids = tokenizer(
-        texts,
-        truncation=True,
-        max_length=max_len,
-        add_special_tokens=True,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-    )["input_ids"]
+    ids = model.token_ids(texts, side)
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     left = tokenizer.padding_side == "left"
@@ -139,7 +123,7 @@ def _encode_sorted(
     model.eval()
     with torch.inference_mode():
         for rows in _token_batches(lengths, batch_size, budget):
-            batch = _pad([ids[i] for i in rows], pad_id, left)
+            batch = pad_token_ids([ids[i] for i in rows], pad_id, left)
             vectors = encode({k: v.to(device) for k, v in batch.items()})
             out[rows] = vectors.float().cpu().numpy()
             if progress is not None:
@@ -167,16 +151,13 @@ def encode_queries(
     ``auto`` (bf16 where the hardware runs it natively, see :func:`bf16_is_fast`); bf16 makes
     a bf16 copy of the tower per call (per corpus in :func:`encode_corpus`).
     """
-    texts = [model.settings.query_prefix + t for t in texts]
     encode = _encoder(model, "query", precision)
-    max_len = model.settings.query_max_len
     with tqdm(total=len(texts), desc="encode queries", disable=not show_progress) as bar:
-        return _encode_sorted(model, encode, texts, max_len, batch_size, max_tokens, bar)
+        return _encode_sorted(model, encode, texts, "query", batch_size, max_tokens, bar)
 
 
-def _passage_texts(model: DualEncoder, titles: list[str | None], texts: list[str]) -> list[str]:
-    prefix = model.settings.passage_prefix
-    return [prefix + passage_text(a, b) for a, b in zip(titles, texts)]
+def _passage_texts(titles: list[str | None], texts: list[str]) -> list[str]:
+    return [passage_text(a, b) for a, b in zip(titles, texts)]
 
 
 def encode_passages(
@@ -193,13 +174,12 @@ def encode_passages(
 
     ``batch_size``, ``precision`` and ``max_tokens`` as for :func:`encode_queries`.
     """
-    joined = _passage_texts(model, titles, texts)
+    joined = _passage_texts(titles, texts)
     encode = _encoder(model, "passage", precision)
-    max_len = model.settings.passage_max_len
     if progress is not None:
-        return _encode_sorted(model, encode, joined, max_len, batch_size, max_tokens, progress)
+        return _encode_sorted(model, encode, joined, "passage", batch_size, max_tokens, progress)
     with tqdm(total=len(joined), desc="encode passages", disable=not show_progress) as bar:
-        return _encode_sorted(model, encode, joined, max_len, batch_size, max_tokens, bar)
+        return _encode_sorted(model, encode, joined, "passage", batch_size, max_tokens, bar)
 
 
 @functools.cache
@@ -237,11 +217,10 @@ def _embedding_shards(
 ) -> Iterator[pa.Table]:
     total = read_manifest(corpus_dir)["rows"]
     encode = _encoder(model, "passage", precision)  # one bf16 copy for all shards
-    max_len = model.settings.passage_max_len
     with tqdm(total=total, desc="encode corpus", disable=not show_progress) as bar:
         for shard in iter_shards(corpus_dir, columns=["pid", "title", "text"]):
-            joined = _passage_texts(model, shard["title"].to_pylist(), shard["text"].to_pylist())
-            vectors = _encode_sorted(model, encode, joined, max_len, batch_size, max_tokens, bar)
+            joined = _passage_texts(shard["title"].to_pylist(), shard["text"].to_pylist())
+            vectors = _encode_sorted(model, encode, joined, "passage", batch_size, max_tokens, bar)
             yield embeddings_table(shard["pid"], vectors, dtype)
             del shard, joined, vectors
             _release_freed_memory()

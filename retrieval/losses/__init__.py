@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from torch import nn
 
+from retrieval.losses.circle import CircleLoss
 from retrieval.losses.contrastive import InfoNCELoss
 from retrieval.losses.cosent import CoSENTLoss
+from retrieval.losses.cosine_mse import CosineMSELoss
 from retrieval.losses.cross_batch import CrossBatchInfoNCELoss
 from retrieval.losses.distillation import JointListwiseLoss, ListwiseKLDistillationLoss
 from retrieval.losses.listwise import ListwiseCELoss, PointwiseBCELoss
 from retrieval.losses.moco_queue import MoCoQueue
+from retrieval.losses.multilabel_ce import MultiLabelCELoss
+from retrieval.losses.sbert_softmax import SBERTSoftmaxLoss
 from retrieval.losses.simcse import SimCSELoss
 
 # Config name -> loss class. Hard negatives are InfoNCE with H > 0; the MoCo queue is not a
@@ -26,6 +30,10 @@ LOSSES: dict[str, type[nn.Module]] = {
     "pointwise_bce": PointwiseBCELoss,
     "listwise_kl": ListwiseKLDistillationLoss,
     "joint_listwise": JointListwiseLoss,
+    "cosine_mse": CosineMSELoss,
+    "sbert_softmax": SBERTSoftmaxLoss,
+    "circle": CircleLoss,
+    "multilabel_ce": MultiLabelCELoss,
 }
 
 
@@ -38,14 +46,18 @@ def build_loss(name: str, **kwargs) -> nn.Module:
 
 __all__ = [
     "LOSSES",
+    "CircleLoss",
     "CoSENTLoss",
+    "CosineMSELoss",
     "CrossBatchInfoNCELoss",
     "InfoNCELoss",
     "JointListwiseLoss",
     "ListwiseCELoss",
     "ListwiseKLDistillationLoss",
     "MoCoQueue",
+    "MultiLabelCELoss",
     "PointwiseBCELoss",
+    "SBERTSoftmaxLoss",
     "SimCSELoss",
     "build_loss",
 ]

@@ -1,0 +1,34 @@
+"""Sentence-embedding evaluators: STS correlation and pair classification, one per module.
+
+Retrieval evaluation (qrels, nDCG) is retrieval/evaluator.py; this package holds none of it.
+"""
+
+from retrieval.evaluation.correlation import pearson, spearman
+from retrieval.evaluation.pair_classification import (
+    PairThresholds,
+    average_precision,
+    best_accuracy,
+    best_f1,
+    binary_labels,
+    evaluate_pair_classification,
+)
+from retrieval.evaluation.pair_files import SentencePairs, find_pair_file, read_sentence_pairs
+from retrieval.evaluation.similarity import SIMILARITIES, pair_similarities
+from retrieval.evaluation.sts import evaluate_sts
+
+__all__ = [
+    "SIMILARITIES",
+    "PairThresholds",
+    "SentencePairs",
+    "average_precision",
+    "best_accuracy",
+    "best_f1",
+    "binary_labels",
+    "evaluate_pair_classification",
+    "evaluate_sts",
+    "find_pair_file",
+    "pair_similarities",
+    "pearson",
+    "read_sentence_pairs",
+    "spearman",
+]
