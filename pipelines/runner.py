@@ -22,6 +22,7 @@ import psutil
 from pipelines.config import PipelineConfig
 from pipelines.fingerprint import PENDING, basis, fingerprint, why_stale
 from pipelines.model_check import check_model_available
+from pipelines.run_lock import RunLock
 from pipelines.stages import stage_module, stage_spec
 from pipelines.stages.context import StageContext
 from pipelines.stages.spec import External, Output, StageSpec
@@ -196,13 +197,17 @@ def run_pipeline(
     check_models(config, plan_run(config, only, start, force))
     chosen, forced = select(config, only, start, force)
     run_dir = config.resolved_run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):  # one run writes a run directory at a time
+        return _run_stages(config, run_dir, specs, (chosen, forced))
+
+
+def _run_stages(
+    config: PipelineConfig, run_dir: Path, specs: dict, selection: tuple[list[str], set[str]]
+) -> list[dict]:
     upstream: dict[str, dict | None] = {}
     records = []
     for index, (stage, spec) in enumerate(specs.items(), 1):
-        manifest, stage_basis, plan = assess(
-            config, run_dir, stage, spec, upstream, (chosen, forced)
-        )
+        manifest, stage_basis, plan = assess(config, run_dir, stage, spec, upstream, selection)
         reasons = "; ".join(plan.reasons)
         if not plan.runs:
             logger.info("stage %d/%d %-13s %s %s", index, len(specs), stage, plan.status, reasons)

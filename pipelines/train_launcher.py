@@ -46,6 +46,7 @@ def launch(config: TrainConfig, how: LaunchSettings | None = None) -> Path:
                 train_worker(config)
         else:
             _fit_on_ray(config, how)
+        WorkerLock(config.output_dir).path.unlink(missing_ok=True)  # our workers are done
     return Path(config.output_dir) / "model"
 
 
@@ -56,7 +57,8 @@ def _fit_on_ray(config: TrainConfig, how: LaunchSettings) -> None:
     ensure_ray(how.ray_address)
     trainer = TorchTrainer(
         _worker,
-        train_loop_config=config.model_dump(mode="json"),
+        # what was set, not every default: a validator may refuse a default it was not given
+        train_loop_config=config.model_dump(mode="json", exclude_unset=True),
         scaling_config=ScalingConfig(
             num_workers=how.workers,
             use_gpu=config.use_gpu,
@@ -68,7 +70,14 @@ def _fit_on_ray(config: TrainConfig, how: LaunchSettings) -> None:
             storage_path=str(Path(config.output_dir).resolve() / "ray"),
         ),
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (pipelines/ray_env.py): stop the workers now,
+        import ray  # not at interpreter exit, and wait for them before the lock is released
+
+        ray.shutdown()
+        WorkerLock(config.output_dir).wait_until_free(WORKERS_EXIT_WAIT_S)
+        raise
 
 
 if __name__ == "__main__":  # torchrun entry: every process is one rank

@@ -179,3 +179,13 @@ def test_corpus_embeddings_of_a_model_are_reused_not_encoded_again(config):
     assert stage_spec(no_dual_1, "augment").reads["embeddings"] == Output("mine", "embeddings")
     assert "embeddings" not in stage_spec(no_dual_1, "augment").writes
     check_graph(no_dual_1)
+
+
+def test_a_second_run_on_a_busy_run_directory_stops_before_any_stage(fake_stages, config):
+    from pipelines.run_lock import DirectoryInUseError, RunLock
+
+    with RunLock(config.resolved_run_dir(), purpose="rqa run"):
+        with pytest.raises(DirectoryInUseError, match=str(config.resolved_run_dir())):
+            run_pipeline(config)
+    assert not (config.resolved_run_dir() / "prepare").exists()
+    assert ran(run_pipeline(config)) == set(STAGE_ORDER)  # free again once the holder is gone
