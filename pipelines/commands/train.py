@@ -1,30 +1,86 @@
-"""`rqa train-dual` and `rqa train-cross`: train from a YAML config on Ray or locally."""
+"""`rqa train-dual`, `rqa train-cross`, `rqa train-joint` and `rqa train-pairs`: train from a YAML
+config on Ray or locally; `--set KEY=VALUE` overrides any key of the config, nested ones too."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+import yaml
+
 from pipelines.launch_settings import load_train_job
 from pipelines.train_launcher import launch
+from retrieval.errors import ConfigError
+from retrieval.training.config import read_yaml_mapping
+
+COMMANDS = {
+    "dual": ("train-dual", "train a dual encoder (retriever)"),
+    "cross": ("train-cross", "train a cross-encoder (re-ranker)"),
+    "joint": ("train-joint", "train a retriever and a re-ranker together (RocketQAv2)"),
+    "pair": ("train-pairs", "train a sentence-embedding model on sentence pairs (STS, NLI)"),
+}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    for kind in ("dual", "cross", "joint"):
-        parser = subparsers.add_parser(f"train-{kind}", help=f"train a {kind} encoder")
+    for kind, (name, help_text) in COMMANDS.items():
+        parser = subparsers.add_parser(name, help=help_text)
         parser.add_argument("--config", type=Path, required=True, help="training YAML")
         parser.add_argument("--model", help="override model (HF id or local folder)")
         parser.add_argument("--output-dir", type=Path, help="override output_dir")
         parser.add_argument("--workers", type=int, help="override workers")
         parser.add_argument("--launcher", choices=("ray", "local"), help="override launcher")
         parser.add_argument("--max-steps", type=int, help="override max_steps")
+        parser.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config key; VALUE is read as YAML, KEY may be dotted: --set "
+            "loss=infonce --set queue=true --set 'projector={}' --set data.max_examples=100",
+        )
         parser.set_defaults(run=run, kind=kind)
+
+
+def parse_set(values: list[str]) -> dict:
+    """``KEY=VALUE`` options as a nested mapping (``data.split=dev`` -> {data: {split: dev}})."""
+    nested: dict = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set expects KEY=VALUE, e.g. loss=cosent; got {value!r}")
+        try:
+            parsed = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: {text!r} is not a YAML value") from None
+        *parents, last = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part} is set to a value and a mapping")
+        node[last] = parsed
+    return nested
+
+
+def merged(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` laid over it, mapping by mapping."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     names = ("model", "output_dir", "workers", "launcher", "max_steps")
     overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     overrides = {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()}
+    changes = parse_set(args.set)
+    if changes:  # top-level keys whose nested mappings are the file's with the changes laid over
+        raw = read_yaml_mapping(args.config)
+        overrides = {**{k: merged(raw, changes)[k] for k in changes}, **overrides}
     config, how = load_train_job(args.config, kind=args.kind, **overrides)
     model_dir = launch(config, how)
     print(f"model written to {model_dir}")

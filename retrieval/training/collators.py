@@ -1,5 +1,5 @@
 """Turn example indices into tokenized model inputs: queries with 1 positive + H negatives
-(dual encoder) or groups of 1 positive + n-1 negatives (cross-encoder).
+(dual encoder), groups of 1 positive + n-1 negatives (cross-encoder), or sentence pairs.
 
 Passage choice is seeded by (seed, step, example), so a resumed run draws the same passages.
 """
@@ -12,6 +12,7 @@ import torch
 from retrieval.models.cross_encoder import CrossEncoder
 from retrieval.models.dual_encoder import DualEncoder
 from retrieval.training.examples import ResolvedExamples
+from retrieval.training.pairs import PairStore
 from retrieval.training.passages import PassageStore
 
 
@@ -133,4 +134,21 @@ class JointCollator:
             "query_inputs": self.dual.tokenize_queries(queries),
             "passage_inputs": self.dual.tokenize_passages(titles, texts),
             "pair_inputs": self.cross.model.tokenize(repeated, titles, texts),
+        }
+
+
+class PairCollator:
+    """Sentence pairs (retrieval/training/pairs.py): both sentences tokenized on the query side,
+    as `rqa evaluate-sts` reads both (STS is symmetric), with their scores and positive flags.
+    A plain sentence comes back as its own partner, for two dropout views (SimCSE)."""
+
+    def __init__(self, model: DualEncoder, pairs: PairStore):
+        self.model, self.pairs = model, pairs
+
+    def __call__(self, indices: np.ndarray, step: int) -> dict[str, dict[str, torch.Tensor]]:
+        first, second, score, positive = self.pairs.get(indices)
+        return {
+            "first": self.model.tokenize_queries(first),
+            "second": self.model.tokenize_queries(second),
+            "targets": {"score": torch.from_numpy(score), "positive": torch.from_numpy(positive)},
         }

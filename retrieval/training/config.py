@@ -19,7 +19,27 @@ LOSSES_BY_KIND = {
     "dual": ("cross_batch", "infonce"),
     "cross": ("listwise_ce", "pointwise_bce"),
     "joint": ("joint_listwise",),
+    "pair": (
+        "cosent",
+        "cosine_mse",
+        "sbert_softmax",
+        "infonce",
+        "simcse_unsup",
+        "circle",
+        "multilabel_ce",
+    ),
 }
+# Config names that the loss registry (retrieval/losses/__init__.py) knows by another name.
+LOSS_ALIASES = {"simcse_unsup": "simcse"}
+# Pair losses that read plain sentences (two dropout views of each) instead of labelled pairs,
+# and those that can take a queue of past embeddings as extra negatives.
+SENTENCE_LOSSES = ("simcse_unsup",)
+QUEUE_LOSSES = ("infonce", "simcse_unsup")
+
+
+def registered_loss(name: str) -> str:
+    """The name ``name`` has in the loss registry (``simcse_unsup`` -> ``simcse``)."""
+    return LOSS_ALIASES.get(name, name)
 
 
 class Strict(BaseModel):
@@ -29,21 +49,55 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    """Where examples come from: a prepared tables folder (corpus + qrels or examples)."""
+    """Where examples come from: a prepared tables folder (corpus + qrels or examples); for
+    ``kind: pair``, sentence-pair files, a file of sentences, or a corpus (retrieval/training/
+    pairs.py)."""
 
-    tables: Path = Field(description="folder from `rqa prepare` holding corpus/")
+    tables: Path | None = Field(
+        default=None,
+        description="folder from `rqa prepare` holding corpus/ (dual, cross, joint; pair with "
+        "simcse_unsup: the corpus passages are its sentences)",
+    )
     split: str = "train"
     examples: Path | None = Field(
         default=None, description="examples table; default: built from qrels-{split}"
     )
     max_examples: int | None = Field(default=None, ge=1, description="take the first N only")
+    pairs: Path | None = Field(
+        default=None,
+        description="pair: a folder of sentence-pair files (STS-B SPLIT.tsv, senteval_cn "
+        "*.SPLIT.data) or one such file",
+    )
+    sentences: Path | None = Field(
+        default=None, description="pair, simcse_unsup: a text file, one sentence a line"
+    )
+    label_range: tuple[float, float] | None = Field(
+        default=None,
+        description="pair: the lowest and highest label there can be (STS-B: [0, 5]); labels "
+        "are scaled to [0, 1] by it; default: the training file's lowest and highest",
+    )
+    positive_at: float | None = Field(
+        default=None,
+        description="pair: a pair whose label is at least this is positive (infonce keeps only "
+        "those; circle, multilabel_ce read them as 1); default: 80% up the label range "
+        "(4.0 of STS-B's 0-5, 1 of 0/1 labels)",
+    )
+
+
+class ProjectorConfig(Strict):
+    """A training-only MLP between the encoder and a pair loss (retrieval/training/projector.py),
+    dropped at export; ``projector: {}`` takes the defaults."""
+
+    hidden_dim: int | None = Field(default=None, ge=1, description="default: the model's dim")
+    out_dim: int | None = Field(default=None, ge=1, description="default: the model's dim")
 
 
 class TrainConfig(Strict):
-    """One training run of a dual encoder (``kind: dual``), a cross-encoder (``kind: cross``), or
-    both together on the same lists (``kind: joint``, RocketQAv2)."""
+    """One training run of a dual encoder (``kind: dual``), a cross-encoder (``kind: cross``),
+    both together on the same lists (``kind: joint``, RocketQAv2), or a sentence-embedding
+    model on sentence pairs (``kind: pair``)."""
 
-    kind: Literal["dual", "cross", "joint"] = "dual"
+    kind: Literal["dual", "cross", "joint", "pair"] = "dual"
     model: str = Field(description="HF id or local folder to start from (the dual encoder)")
     cross_model: str | None = Field(default=None, description="joint: the re-ranker to start from")
     output_dir: Path
@@ -54,14 +108,30 @@ class TrainConfig(Strict):
     loss: str | None = Field(
         default=None,
         description="dual: cross_batch (default) | infonce; "
-        "cross: listwise_ce (default) | pointwise_bce",
+        "cross: listwise_ce (default) | pointwise_bce; "
+        "pair: cosent (default) | cosine_mse | sbert_softmax | infonce | simcse_unsup | circle "
+        "| multilabel_ce",
     )
     loss_args: dict = Field(
         default_factory=dict,
         description="arguments of the chosen loss, checked against its constructor "
         "(retrieval/losses/arguments.py)",
     )
-    moco_queue_size: int = Field(default=0, ge=0, description="0 = no queue of past passages")
+    moco_queue_size: int = Field(
+        default=0, ge=0, description="dual: size of a queue of past passages; 0 = none"
+    )
+    queue: bool = Field(
+        default=False,
+        description="pair (infonce, simcse_unsup): past embeddings as extra negatives (MoCo / "
+        "ESimCSE queue, no momentum encoder)",
+    )
+    queue_batches: float = Field(
+        default=2.5, gt=0, description="pair: the queue's size in global batches (ESimCSE: 2.5)"
+    )
+    projector: ProjectorConfig | None = Field(
+        default=None,
+        description="pair: a training-only MLP (SimCLR) before the loss, dropped at export",
+    )
     hard_negatives: int = Field(default=0, ge=0, description="per query (dual)")
     random_negatives: bool = Field(
         default=False,
@@ -69,7 +139,10 @@ class TrainConfig(Strict):
         "(logged); off: such examples are an error before training starts",
     )
     group_size: int = Field(
-        default=4, ge=2, description="1 positive + n-1 negatives (cross, joint)"
+        default=4,
+        ge=1,
+        description="1 positive + n-1 negatives (cross, joint: >= 2); pair: 1, a pair is its "
+        "own group",
     )
     cross_max_len: int = Field(default=256, ge=8)
     epochs: float = Field(default=1.0, gt=0)
@@ -98,6 +171,20 @@ class TrainConfig(Strict):
         "less memory for the papers' batch sizes, about a third more compute",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _pairs_come_alone(cls, raw: object) -> object:
+        """A pair is its own group: no negatives are drawn for it (retrieval/training/
+        negatives.py then has nothing to check)."""
+        if isinstance(raw, dict) and raw.get("kind") == "pair" and "group_size" not in raw:
+            raw = {**raw, "group_size": 1}
+        return raw
+
+    @model_validator(mode="after")
+    def _data_fits_kind(self) -> TrainConfig:
+        check_data_fits_kind(self)
+        return self
+
     @model_validator(mode="after")
     def _loss_fits_kind(self) -> TrainConfig:
         allowed = LOSSES_BY_KIND[self.kind]
@@ -108,17 +195,69 @@ class TrainConfig(Strict):
                 f"loss '{self.loss}' does not train a {self.kind} model; use one of "
                 f"{', '.join(allowed)}"
             )
+        check_pair_options(self)
         try:
-            checked = loss_arguments(self.loss).model_validate(self.loss_args)
+            checked = loss_arguments(registered_loss(self.loss)).model_validate(self.loss_args)
         except ValidationError as err:
             first = err.errors()[0]
             key = ".".join(str(p) for p in first["loc"])
-            takes = ", ".join(settable(self.loss)) or "no arguments"
+            takes = ", ".join(settable(registered_loss(self.loss))) or "no arguments"
             raise ValueError(
                 f"key 'loss_args.{key}': {first['msg']} (loss '{self.loss}' takes {takes})"
             ) from None
         self.loss_args = checked.model_dump(exclude_unset=True)
         return self
+
+
+PAIR_ONLY = ("queue", "projector")
+
+
+def check_data_fits_kind(config: TrainConfig) -> None:
+    """Pair training reads exactly one of data.pairs, data.sentences, data.tables (the last
+    two for simcse_unsup only); the other kinds read data.tables and need a group of >= 2."""
+    data = config.data
+    if config.kind != "pair":
+        if data.tables is None:
+            raise ValueError(f"key 'data.tables': required for kind {config.kind}")
+        for key in ("pairs", "sentences"):
+            if getattr(data, key) is not None:
+                raise ValueError(f"key 'data.{key}': only kind pair reads it")
+        if config.kind != "dual" and config.group_size < 2:
+            raise ValueError(
+                f"key 'group_size': {config.kind} needs >= 2 (1 positive + negatives), "
+                f"got {config.group_size}"
+            )
+        return
+    sources = [key for key in ("pairs", "sentences", "tables") if getattr(data, key) is not None]
+    if len(sources) != 1:
+        raise ValueError(
+            "kind pair reads one of data.pairs (sentence pairs), data.sentences or data.tables "
+            f"(sentences for simcse_unsup); got {', '.join(sources) or 'none'}"
+        )
+    if data.examples is not None:
+        raise ValueError("key 'data.examples': kind pair reads data.pairs, not examples")
+    if config.group_size != 1:
+        raise ValueError("key 'group_size': a pair is its own group; leave it out for kind pair")
+    if data.label_range is not None and not data.label_range[1] > data.label_range[0]:
+        raise ValueError(f"key 'data.label_range': {list(data.label_range)} must rise")
+
+
+def check_pair_options(config: TrainConfig) -> None:
+    """Options that only some pair losses can use, refused in one line naming the key."""
+    if config.kind != "pair":
+        for key in PAIR_ONLY:
+            if key in config.model_fields_set:
+                raise ValueError(f"key '{key}': only kind pair uses it (dual: moco_queue_size)")
+        return
+    if config.moco_queue_size:
+        raise ValueError("key 'moco_queue_size': kind pair sizes its queue with queue_batches")
+    if config.queue and config.loss not in QUEUE_LOSSES:
+        raise ValueError(
+            f"key 'queue': loss '{config.loss}' takes no extra negatives; use one of "
+            f"{', '.join(QUEUE_LOSSES)}"
+        )
+    if config.loss not in SENTENCE_LOSSES and config.data.pairs is None:
+        raise ValueError(f"key 'data.pairs': loss '{config.loss}' trains on labelled pairs")
 
 
 def one_line(err: ValidationError, source: object) -> str:
@@ -161,7 +300,9 @@ def load_train_config(path: str | Path, **overrides) -> TrainConfig:
 
 
 def check_paths(config: TrainConfig, source: object) -> None:
-    named = {"data.tables": config.data.tables, "data.examples": config.data.examples}
+    data = config.data
+    named = {"data.tables": data.tables, "data.examples": data.examples}
+    named.update({"data.pairs": data.pairs, "data.sentences": data.sentences})
     named["deepspeed"] = config.deepspeed
     for key, value in named.items():
         if value is not None and not Path(value).exists():
@@ -170,12 +311,11 @@ def check_paths(config: TrainConfig, source: object) -> None:
 
 def absolute_paths(config: TrainConfig) -> TrainConfig:
     """Workers on Ray start in another directory: make every local path absolute."""
+    paths = ("tables", "examples", "pairs", "sentences")
     data = config.data.model_copy(
-        update={
-            "tables": config.data.tables.resolve(),
-            "examples": config.data.examples.resolve() if config.data.examples else None,
-        }
-    )
+        update={key: getattr(config.data, key) and getattr(config.data, key).resolve()
+                for key in paths}
+    )  # fmt: skip
     update = {"data": data, "output_dir": config.output_dir.resolve()}
     if config.deepspeed:
         update["deepspeed"] = config.deepspeed.resolve()

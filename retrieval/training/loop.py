@@ -33,6 +33,8 @@ from retrieval.training.modules import (
 )
 from retrieval.training.negatives import check_negatives
 from retrieval.training.optimizer import param_groups
+from retrieval.training.pair_training import build_pair_training, open_pairs, pair_card_facts
+from retrieval.training.pairs import prepare_pairs
 from retrieval.training.passages import PassageStore
 from retrieval.training.sampler import StepSampler
 from retrieval.training.train_log import TrainLog
@@ -100,6 +102,8 @@ def build(config: TrainConfig, store: PassageStore, examples: ResolvedExamples):
 
 
 def _build(config: TrainConfig, store: PassageStore, examples: ResolvedExamples):
+    if config.kind == "pair":  # sentence pairs: no corpus; ``examples`` is the PairStore
+        return build_pair_training(config, examples)
     if config.kind == "cross":
         model = CrossEncoder.from_pretrained(config.model, max_len=config.cross_max_len)
         loss = build_loss(config.loss, **config.loss_args)
@@ -150,8 +154,7 @@ def train_worker(config: TrainConfig) -> dict:
     if rank == 0:  # the others wait, then open what rank 0 wrote
         prepare_data(config)
     dist.barrier()
-    store = PassageStore(Path(config.data.tables) / "corpus", data_dir(config) / "hf_cache")
-    examples = ResolvedExamples(data_dir(config) / "examples")
+    store, examples = open_data(config)
     module, collate, models = build(config, store, examples)
     sampler = StepSampler(len(examples), config.batch_size, world, config.seed)
     total = sampler.total_steps(config.epochs, config.max_steps)
@@ -183,8 +186,21 @@ def train_worker(config: TrainConfig) -> dict:
     return summary
 
 
+def open_data(config: TrainConfig):
+    """``(passages, examples)`` every worker reads; pair training reads its pairs alone."""
+    if config.kind == "pair":
+        return None, open_pairs(config)
+    store = PassageStore(Path(config.data.tables) / "corpus", data_dir(config) / "hf_cache")
+    return store, ResolvedExamples(data_dir(config) / "examples")
+
+
 def prepare_data(config: TrainConfig) -> None:
-    """Resolve examples to corpus rows and build the memory-mapped corpus cache, once."""
+    """Resolve examples to corpus rows and build the memory-mapped corpus cache, once (pair
+    training: its pairs table and their cache)."""
+    if config.kind == "pair":
+        prepare_pairs(config)
+        open_pairs(config)
+        return
     if table_exists(data_dir(config) / "examples"):
         return
     check_negatives(config)
@@ -263,6 +279,9 @@ def _save_all(models: dict, out: Path, cards: dict) -> None:
 def model_cards(config: TrainConfig, summary: dict, world: int) -> dict[str, str]:
     """The README.md of each exported folder (``model``: the dual encoder, or the re-ranker of
     a cross run; ``cross_model``: the re-ranker of a joint run)."""
+    if config.kind == "pair":
+        facts = pair_card_facts(config, summary, world)
+        return {"model": card_text("pair", facts, config.model, Path(config.output_dir).name)}
     facts = {
         "training kind": config.kind,
         "loss": config.loss,

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -57,3 +59,33 @@ class JointTrainingModule(nn.Module):
         s_de = self.dual.score_lists(queries, passages)
         s_ce = self.cross(pair_inputs).view(-1, self.group_size)
         return self.loss(s_de, s_ce)
+
+
+class PairTrainingModule(nn.Module):
+    """Sentence pairs through one encoder (both on the query side), an optional training-only
+    projector, then the pair loss as retrieval/training/pair_objectives.py calls it. With a
+    queue, the loss also sees past ``b`` vectors as negatives and, as in DualTrainingModule,
+    every rank pushes every rank's ``b``, so all ranks hold the same queue. The projector and a
+    loss's own head (sbert_softmax) live here, not in the DualEncoder, so export drops them."""
+
+    def __init__(
+        self,
+        model: DualEncoder,
+        loss: nn.Module,
+        objective: Callable[..., torch.Tensor],
+        projector: nn.Module | None = None,
+        queue: MoCoQueue | None = None,
+    ):
+        super().__init__()
+        self.model, self.loss, self.objective = model, loss, objective
+        self.projector, self.queue = projector, queue
+
+    def forward(self, first: dict, second: dict, targets: dict) -> torch.Tensor:
+        a, b = self.model.encode_query(first), self.model.encode_query(second)
+        if self.projector is not None:
+            a, b = self.projector(a), self.projector(b)
+        extra = self.queue.negatives() if self.queue is not None else None
+        loss = self.objective(self.loss, a, b, targets, extra)
+        if self.queue is not None:
+            self.queue.push(distributed.all_gather_with_grad(b.detach()))
+        return loss
