@@ -3,17 +3,14 @@ step all ranks hold the same queue (2 gloo processes)."""
 
 from __future__ import annotations
 
-import socket
-from datetime import timedelta
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from retrieval.losses import InfoNCELoss, MoCoQueue
 from retrieval.training.modules import DualTrainingModule
+from tests.helpers_dist import run_on_ranks
 
 WORLD, BATCH, DIM = 2, 3, 4
 
@@ -31,28 +28,15 @@ class FixedEncoder(nn.Module):
         return self.queries, self.passages
 
 
-def _rank(rank: int, port: int, out: str) -> None:
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-        timeout=timedelta(seconds=60),
-    )  # fmt: skip
-    try:
-        module = DualTrainingModule(FixedEncoder(rank), InfoNCELoss(), MoCoQueue(16, DIM))
-        module({}, {}).backward()
-        torch.save(module.queue.negatives(), f"{out}/queue-{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _rank(rank: int, out: str) -> None:
+    module = DualTrainingModule(FixedEncoder(rank), InfoNCELoss(), MoCoQueue(16, DIM))
+    module({}, {}).backward()
+    torch.save(module.queue.negatives(), f"{out}/queue-{rank}.pt")
 
 
 @pytest.mark.skipif(not dist.is_gloo_available(), reason="needs torch.distributed gloo")
 def test_every_rank_holds_the_same_queue_of_all_ranks_passages(tmp_path):
-    mp.spawn(_rank, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    run_on_ranks(_rank, WORLD, str(tmp_path))
     queues = [torch.load(tmp_path / f"queue-{r}.pt") for r in range(WORLD)]
     expected = torch.cat([FixedEncoder(r).passages.detach() for r in range(WORLD)])
     for queue in queues:

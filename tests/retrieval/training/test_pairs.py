@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import subprocess
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import yaml
 from safetensors.torch import load_file
 from torch import nn
@@ -40,6 +37,7 @@ from retrieval.training.modules import PairTrainingModule
 from retrieval.training.pair_objectives import PAIR_OBJECTIVES
 from retrieval.training.pairs import pairs_dir, prepare_pairs
 from tests.conftest import SHARED
+from tests.helpers_dist import run_on_ranks
 
 STSB = SHARED / "datasets" / "stsb"
 REPO = Path(__file__).resolve().parents[3]
@@ -364,31 +362,18 @@ class RankVectors(nn.Module):
         return self.a if inputs["side"] == "a" else self.b
 
 
-def _rank(rank: int, port: int, out: str) -> None:
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-        timeout=timedelta(seconds=60),
+def _rank(rank: int, out: str) -> None:
+    module = PairTrainingModule(
+        RankVectors(rank), InfoNCELoss(0.05, "cosine"), PAIR_OBJECTIVES["infonce"],
+        queue=MoCoQueue(16, DIM),
     )  # fmt: skip
-    try:
-        module = PairTrainingModule(
-            RankVectors(rank), InfoNCELoss(0.05, "cosine"), PAIR_OBJECTIVES["infonce"],
-            queue=MoCoQueue(16, DIM),
-        )  # fmt: skip
-        module({"side": "a"}, {"side": "b"}, {}).backward()
-        torch.save(module.queue.negatives(), f"{out}/queue-{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    module({"side": "a"}, {"side": "b"}, {}).backward()
+    torch.save(module.queue.negatives(), f"{out}/queue-{rank}.pt")
 
 
 @pytest.mark.skipif(not dist.is_gloo_available(), reason="needs torch.distributed gloo")
 def test_every_rank_holds_the_same_queue_of_all_ranks_vectors(tmp_path):
-    mp.spawn(_rank, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    run_on_ranks(_rank, WORLD, str(tmp_path))
     queues = [torch.load(tmp_path / f"queue-{r}.pt") for r in range(WORLD)]
     expected = torch.cat([RankVectors(r).b.detach() for r in range(WORLD)])
     for queue in queues:
