@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(__name__).debug("user error", exc_info=True)
         print(f"rqa {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (pipelines/ray_env.py): finished work is kept
+        print(f"rqa {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

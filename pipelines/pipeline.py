@@ -14,6 +14,7 @@ from pipelines.config import STAGE_ORDER, PipelineConfig
 from pipelines.loss_curves import plot_loss_curves
 from pipelines.ray_env import ensure_ray
 from pipelines.report import format_table, write_report
+from pipelines.run_lock import RunLock
 from pipelines.runner import check_models, plan_run, read_stage_manifest, run_pipeline
 from retrieval.training.model_card import set_evaluation
 
@@ -85,6 +86,7 @@ def run_and_report(
     config: PipelineConfig, only: str | None = None, start: str | None = None, force=()
 ) -> Path:
     check_models(config, plan_run(config, only, start, force))  # before Ray starts
+    RunLock(config.resolved_run_dir()).acquire().release()  # busy: one line, before Ray starts
     ensure_ray(config.ray.address, config.ray.num_cpus)
     records = run_pipeline(config, only=only, start=start, force=force)
     summary = {

@@ -65,3 +65,24 @@ def test_dry_run_prints_every_stage_and_writes_nothing(tmp_path, capsys):
         ["prepare", "missing", "run"], ["train_dual_0", "missing", "run"]
     ]  # fmt: skip
     assert not (tmp_path / "run").exists()
+
+
+def test_a_busy_run_directory_is_one_line_before_ray_starts(tmp_path, capsys):
+    from pipelines.run_lock import RunLock
+
+    model = tmp_path / "model"
+    model.mkdir()
+    config = write_config(tmp_path, str(model))
+    with RunLock(tmp_path / "run"):
+        assert main(["run", config]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and str(tmp_path / "run") in err and "in use" in err
+
+
+def test_an_interrupt_is_one_line_with_exit_code_130(tmp_path, capsys, monkeypatch):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.run, "run", interrupted)
+    assert main(["run", write_config(tmp_path, str(tmp_path))]) == 130
+    assert capsys.readouterr().err == "rqa run: interrupted\n"
