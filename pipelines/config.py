@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, create_model
 
+from pipelines.inference.settings import InferenceSettings
 from pipelines.launch_settings import LaunchSettings
 from retrieval.errors import ConfigError, MissingInputError
 from retrieval.training.config import Strict, TrainConfig, one_line, read_yaml_mapping
@@ -84,24 +85,19 @@ class TrainStage(Stage):
     train: StageTrain = Field(default_factory=StageTrain)
 
 
-class CorpusEncoding(Strict):
-    """How a stage encodes the corpus: in the driver process, or on Ray Data actors."""
+class SearchSettings(Strict):
+    """How a stage searches: the FAISS index type of each searcher, and FAISS on GPU."""
 
-    encode_actors: int = Field(
-        default=0, ge=0, description="0: in the driver process; N: N Ray Data encoder actors"
-    )
-    actor_cpus: float = Field(default=1.0, gt=0, description="CPUs per encoder actor")
-    actor_gpus: float = Field(default=0.0, ge=0, description="GPUs per encoder actor")
+    factory: str = Field(default="Flat", description="FAISS index factory string per searcher")
+    faiss_gpu: bool = Field(default=False, description="search on GPU (a GPU build of faiss)")
 
 
-class MineStage(Stage, CorpusEncoding):
+class MineStage(Stage, InferenceSettings, SearchSettings):
     depth: int = Field(default=100, ge=1, description="retrieve this many per train query")
     negatives: int = Field(default=30, ge=1, description="keep the top N non-positives")
-    batch_size: int = 32
-    factory: str = "Flat"
 
 
-class DenoiseStage(Stage):
+class DenoiseStage(Stage, InferenceSettings):
     """RocketQA: a mined passage whose cross-encoder probability is above ``positive_above`` is
     a likely false negative and dropped; below ``negative_below`` it is a denoised negative.
     ``mode: relative`` compares logits with the query's positives instead (stages/denoise.py)."""
@@ -111,10 +107,9 @@ class DenoiseStage(Stage):
     negative_below: float = Field(default=0.1, ge=0, le=1)
     positive_above: float = Field(default=0.9, ge=0, le=1)
     undenoised: int = Field(default=8, ge=0, description="train_joint: undenoised negatives kept")
-    batch_size: int = 32
 
 
-class AugmentStage(Stage, CorpusEncoding):
+class AugmentStage(Stage, InferenceSettings, SearchSettings):
     mode: Literal["probability", "relative"] = "probability"
     margin: float = Field(default=1.0, ge=0, description="relative: logits below the top one")
     queries_file: Path | None = Field(default=None, description="unlabeled queries, one a line")
@@ -123,15 +118,13 @@ class AugmentStage(Stage, CorpusEncoding):
     positive_above: float = Field(default=0.9, ge=0, le=1)
     negative_below: float = Field(default=0.1, ge=0, le=1)
     max_negatives: int = Field(default=4, ge=1)
-    batch_size: int = 32
 
 
-class EvaluateStage(Stage):
+class EvaluateStage(Stage, InferenceSettings, SearchSettings):
     k: int = Field(default=100, ge=1)
     rerank_depth: int = Field(default=100, ge=1)
     bm25: bool = True
     zero_shot: bool = True
-    batch_size: int = 32
 
 
 class Stages(Strict):

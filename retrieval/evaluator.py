@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from retrieval.encoding import encode_corpus
 from retrieval.errors import MissingInputError
@@ -91,6 +92,23 @@ def evaluate_search(
         answers = read_answers(tables_dir / f"answers-{split}")
         results.update(answer_recall(ranked, texts_by_pid, answers, ks))
     return RetrievalResult(results, run)
+
+
+def evaluate_candidates(
+    tables_dir: str | os.PathLike,
+    split: str,
+    candidates: pa.Table,
+    k: int,
+    metrics: tuple[str, ...] = DEFAULT_METRICS,
+) -> RetrievalResult:
+    """:func:`evaluate_search` of a candidates table (qid, pids, scores in rank order, at most
+    ``k`` each), as the pipeline's search writes it."""
+    qids = candidates["qid"].to_pylist()
+    pids = [row + [""] * (k - len(row)) for row in candidates["pids"].to_pylist()]
+    scores = np.full((len(qids), k), -np.inf, dtype=np.float32)
+    for i, row in enumerate(candidates["scores"].to_pylist()):
+        scores[i, : len(row)] = row
+    return evaluate_search(tables_dir, split, qids, scores, pids, metrics)
 
 
 def evaluate_retriever(

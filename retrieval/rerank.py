@@ -123,8 +123,8 @@ def _rerank_chunk(
     lists = [row[:depth] for row in chunk["pids"].to_pylist()]
     query_text = queries_of(queries_dir, qids)
     passages = passages_of(corpus_dir, {pid for row in lists for pid in row})
-    _check_found(queries_dir, "qid", qids, query_text)
-    _check_found(corpus_dir, "pid", [pid for row in lists for pid in row], passages)
+    check_found(queries_dir, "qid", qids, query_text)
+    check_found(corpus_dir, "pid", [pid for row in lists for pid in row], passages)
     flat_pids = [pid for row in lists for pid in row]
     logits = score_pairs(
         model,
@@ -145,7 +145,7 @@ def _rerank_chunk(
     return pa.table({"qid": qids, "pids": ranked_pids, "scores": ranked_scores}, schema=CANDIDATES)
 
 
-def _check_found(table_dir: str | os.PathLike, key: str, ids: list[str], found: dict) -> None:
+def check_found(table_dir: str | os.PathLike, key: str, ids: list[str], found: dict) -> None:
     missing = sorted({i for i in ids if i not in found})
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")

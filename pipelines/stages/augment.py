@@ -7,20 +7,24 @@ Queries come from a file (one a line) or are derived from the corpus (passage ti
 
 from __future__ import annotations
 
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
 
 from pipelines.config import PipelineConfig
+from pipelines.inference.search import search_table
+from pipelines.inference.steps import encode_queries_table, score_lists
 from pipelines.stages import last_dual_before
-from pipelines.stages.ce_scores import ce_logits, sigmoid
+from pipelines.stages.ce_scores import sigmoid
 from pipelines.stages.context import StageContext
 from pipelines.stages.corpus_vectors import embeddings_source, encode_stage_corpus
 from pipelines.stages.spec import External, Output, StageSpec
 from retrieval.errors import ConfigError
-from retrieval.indexing import index_from_table
-from retrieval.models import DualEncoder
-from retrieval.retriever import search_queries
-from retrieval.tables.schemas import EXAMPLES, QUERIES
-from retrieval.tables.store import read_table, write_table
+from retrieval.tables.schemas import CANDIDATES, EXAMPLES, QUERIES
+from retrieval.tables.store import iter_rows, read_table, write_table
 
 
 def unlabeled_queries(ctx: StageContext) -> list[str]:
@@ -58,44 +62,44 @@ def spec(config: PipelineConfig, name: str) -> StageSpec:
 
 
 def run(ctx: StageContext) -> dict:
-    section = ctx.section
+    section, settings, precision = ctx.section, ctx.section.inference(), ctx.config.precision
     texts = unlabeled_queries(ctx)
-    qids = [f"aug-{i}" for i in range(len(texts))]
     ctx.out.mkdir(parents=True)
-    write_table(
-        ctx.out / "queries-augmented", [{"qid": q, "text": t} for q, t in zip(qids, texts)], QUERIES
-    )
+    queries = ctx.out / "queries-augmented"
+    rows = ({"qid": f"aug-{i}", "text": t} for i, t in enumerate(texts))
+    write_table(queries, rows, QUERIES)
     model_dir = ctx.path("model")
-    model = DualEncoder.from_pretrained(model_dir)
-    precision = ctx.config.precision
     embeddings = ctx.inputs.get("embeddings") or ctx.out / "embeddings"
     if "embeddings" not in ctx.inputs:
-        encode_stage_corpus(ctx, ctx.path("corpus"), model_dir, model, embeddings)
-    index = index_from_table(embeddings)
-    _, pids = search_queries(model, qids, texts, index, section.depth, precision=precision)
-    logits = ce_logits(
-        ctx.path("cross_model"),
-        {q: [p for p in row if p] for q, row in zip(qids, pids)},
-        ctx.path("corpus"),
-        ctx.out / "queries-augmented",
-        section.batch_size,
-        precision,
-    )
-    rows = []
-    for qid, text, ranked in zip(qids, texts, pids):
-        ranked = [p for p in ranked if p]
-        positives, negatives = pseudo_labels(ranked, logits.get(qid, {}), section)
+        encode_stage_corpus(ctx, ctx.path("corpus"), model_dir, embeddings)
+    vectors, candidates, scores = (ctx.work / n for n in ("query-vectors", "candidates", "scores"))
+    for folder in (vectors, candidates, scores):
+        shutil.rmtree(folder, ignore_errors=True)
+    encode_queries_table(model_dir, queries, vectors, settings, precision)
+    found = search_table(vectors, embeddings, section.depth, settings, section.factory,
+                         use_gpu=section.faiss_gpu)  # fmt: skip
+    write_table(candidates, found, CANDIDATES)
+    score_lists(ctx.path("cross_model"), candidates, ["pids"], ctx.path("corpus"), queries,
+                scores, settings, precision)  # fmt: skip
+    kept = Counter()
+    write_table(ctx.out / "examples-augmented", labelled(queries, scores, section, kept), EXAMPLES)
+    return {"unlabeled_queries": len(texts), "augmented_examples": kept["examples"]}
+
+
+def labelled(queries: Path, scores: Path, section, kept: Counter) -> Iterator[dict]:
+    """An example for each query with a pseudo-positive; ``scores`` holds each query's
+    retrieved pids in retrieval order with their logits, in the queries' order."""
+    for query, scored in zip(iter_rows(queries), iter_rows(scores), strict=True):
+        logits = dict(zip(scored["pids"], scored["scores"]))
+        positives, negatives = pseudo_labels(scored["pids"], logits, section)
         if positives:
-            rows.append(
-                {
-                    "qid": qid,
-                    "query": text,
-                    "positives": positives,
-                    "negatives": negatives[: section.max_negatives],
-                }
-            )
-    write_table(ctx.out / "examples-augmented", rows, EXAMPLES)
-    return {"unlabeled_queries": len(texts), "augmented_examples": len(rows)}
+            kept.update(examples=1)
+            yield {
+                "qid": query["qid"],
+                "query": query["text"],
+                "positives": positives,
+                "negatives": negatives[: section.max_negatives],
+            }
 
 
 def pseudo_labels(

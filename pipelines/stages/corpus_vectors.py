@@ -1,5 +1,5 @@
-"""Corpus embeddings in the pipeline: encoded in the driver process or on Ray Data actors
-(``encode_actors`` in the stage's section), and computed once per model per run: a stage that
+"""Corpus embeddings in the pipeline: encoded through the inference layer (in the driver with
+``actors: 0``, else on Ray Data actors), and computed once per model per run: a stage that
 needs the corpus encoded by a model that an earlier stage already encoded it with reads those
 embeddings instead (``embeddings_source``), so mine's vectors serve augment and evaluate."""
 
@@ -8,12 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines.config import STAGE_ORDER, PipelineConfig
-from pipelines.ray_encode import encode_corpus_ray
+from pipelines.inference.steps import encode_corpus_table
 from pipelines.stages import last_dual_before
 from pipelines.stages.context import StageContext
 from pipelines.stages.spec import Output
-from retrieval.encoding import encode_corpus
-from retrieval.models import DualEncoder
 
 ENCODING_STAGES = ("mine", "augment")  # stages that encode the corpus and keep the vectors
 
@@ -32,16 +30,6 @@ def embeddings_source(config: PipelineConfig, model_stage: str, reader: str) -> 
     return None
 
 
-def encode_stage_corpus(
-    ctx: StageContext, corpus: Path, model_dir: Path, model: DualEncoder, out: Path
-) -> None:
-    """Embeddings of the ``corpus`` table by ``model`` (saved at ``model_dir``) at ``out``."""
-    section = ctx.section
-    if section.encode_actors:
-        encode_corpus_ray(
-            model_dir, corpus, out, section.encode_actors, section.batch_size,
-            precision=ctx.config.precision, cpus_per_actor=section.actor_cpus,
-            gpus_per_actor=section.actor_gpus,
-        )  # fmt: skip
-    else:
-        encode_corpus(model, corpus, out, section.batch_size, precision=ctx.config.precision)
+def encode_stage_corpus(ctx: StageContext, corpus: Path, model_dir: Path, out: Path) -> None:
+    """Embeddings of the ``corpus`` table by the dual encoder saved at ``model_dir``, at ``out``."""
+    encode_corpus_table(model_dir, corpus, out, ctx.section.inference(), ctx.config.precision)

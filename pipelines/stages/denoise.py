@@ -17,16 +17,17 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pyarrow as pa
 
 from pipelines.config import PipelineConfig
-from pipelines.stages.ce_scores import ce_logits, sigmoid
+from pipelines.inference.steps import score_lists
+from pipelines.stages.ce_scores import sigmoid
 from pipelines.stages.context import StageContext
 from pipelines.stages.spec import Output, StageSpec
-from retrieval.models import CrossEncoder
 from retrieval.tables.schemas import EXAMPLES
-from retrieval.tables.store import iter_shards, write_table
+from retrieval.tables.store import iter_rows, iter_shards, write_table
 
 
 def split_by_probability(
@@ -66,7 +67,7 @@ def spec(config: PipelineConfig, name: str) -> StageSpec:
     )
 
 
-CHUNK_QUERIES = 4096  # examples scored at a time: memory follows this, not the train set
+CHUNK_QUERIES = 4096  # examples decided at a time: memory follows this, not the train set
 DECISIONS = pa.schema([*EXAMPLES, ("joint_negatives", pa.list_(pa.string()))])
 
 
@@ -83,29 +84,38 @@ def decide(row: dict, logits: dict[str, float], section) -> tuple[dict, int]:
     return {**row, "negatives": kept, "joint_negatives": joint}, len(dropped)
 
 
-def decided_chunks(ctx: StageContext, counts: Counter) -> Iterator[pa.Table]:
-    """The mined examples, a chunk at a time, scored by the re-ranker and decided."""
-    section = ctx.section
-    model = CrossEncoder.from_pretrained(ctx.path("cross_model"))
-    relative = section.mode == "relative"
-    for shard in iter_shards(ctx.path("examples")):
-        for start in range(0, shard.num_rows, CHUNK_QUERIES):
-            rows = shard.slice(start, CHUNK_QUERIES).to_pylist()
-            lists = {r["qid"]: r["negatives"] + (r["positives"] if relative else []) for r in rows}
-            logits = ce_logits(
-                model, lists, ctx.path("corpus"), ctx.path("queries"), section.batch_size,
-                ctx.config.precision,
-            )  # fmt: skip
-            decided = []
-            for row in rows:
-                out, dropped = decide(row, logits.get(row["qid"], {}), section)
-                counts.update(
-                    mined_negatives=len(row["negatives"]),
-                    denoised_negatives=len(out["negatives"]),
-                    dropped_false_negatives=dropped,
-                )
-                decided.append(out)
-            yield pa.Table.from_pylist(decided, schema=DECISIONS)
+def decided_chunks(ctx: StageContext, scores: Path, counts: Counter) -> Iterator[pa.Table]:
+    """The mined examples, a chunk at a time, each row beside its re-ranker logits (the
+    ``scores`` table is in the examples' row order) and decided."""
+    section, chunk = ctx.section, []
+    for row, scored in zip(iter_rows(ctx.path("examples")), iter_rows(scores), strict=True):
+        if row["qid"] != scored["qid"]:
+            raise RuntimeError(f"{scores}: row for {scored['qid']} beside {row['qid']}")
+        out, dropped = decide(row, dict(zip(scored["pids"], scored["scores"])), section)
+        counts.update(
+            mined_negatives=len(row["negatives"]),
+            denoised_negatives=len(out["negatives"]),
+            dropped_false_negatives=dropped,
+        )
+        chunk.append(out)
+        if len(chunk) == CHUNK_QUERIES:
+            yield pa.Table.from_pylist(chunk, schema=DECISIONS)
+            chunk = []
+    if chunk:
+        yield pa.Table.from_pylist(chunk, schema=DECISIONS)
+
+
+def score_examples(ctx: StageContext) -> Path:
+    """The re-ranker's logit of every mined negative (and, for ``relative``, every positive)
+    of every example, through the inference layer, as a table in ctx.work."""
+    columns = ["negatives", "positives"] if ctx.section.mode == "relative" else ["negatives"]
+    scores = ctx.work / "scores"
+    shutil.rmtree(scores, ignore_errors=True)
+    score_lists(
+        ctx.path("cross_model"), ctx.path("examples"), columns, ctx.path("corpus"),
+        ctx.path("queries"), scores, ctx.section.inference(), ctx.config.precision,
+    )  # fmt: skip
+    return scores
 
 
 def run(ctx: StageContext) -> dict:
@@ -113,7 +123,7 @@ def run(ctx: StageContext) -> dict:
     counts: Counter = Counter()
     decisions = ctx.work / "decisions"
     shutil.rmtree(decisions, ignore_errors=True)
-    write_table(decisions, decided_chunks(ctx, counts), DECISIONS)
+    write_table(decisions, decided_chunks(ctx, score_examples(ctx), counts), DECISIONS)
     ctx.out.mkdir(parents=True)
     columns = ["qid", "query", "positives"]
     write_table(

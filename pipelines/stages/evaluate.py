@@ -5,18 +5,21 @@ the retriever's ranks by reciprocal rank fusion."""
 from __future__ import annotations
 
 import json
+import shutil
 
 from pipelines.config import PipelineConfig
+from pipelines.inference.search import search_table
+from pipelines.inference.steps import encode_corpus_table, encode_queries_table, score_lists
 from pipelines.stages import DUAL_STAGES
 from pipelines.stages.context import StageContext
 from pipelines.stages.corpus_vectors import embeddings_source
 from pipelines.stages.spec import External, Output, StageSpec
-from retrieval.evaluator import evaluate_retriever, read_qrels
+from retrieval.evaluator import RetrievalResult, check_labels, evaluate_candidates, read_qrels
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.metrics import evaluate, write_trec_run
-from retrieval.models import CrossEncoder, DualEncoder
-from retrieval.rerank import rerank_top, top_of_run
-from retrieval.tables.store import table_exists
+from retrieval.rerank import candidates_to_run, top_of_run
+from retrieval.tables.schemas import CANDIDATES
+from retrieval.tables.store import read_table, table_exists, write_table
 
 # Each one up to the stage's k is computed (MS MARCO's k of 1000 reaches recall@1000).
 METRICS = ("ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@10", "recall@20", "recall@50",
@@ -53,6 +56,7 @@ def spec(config: PipelineConfig, name: str) -> StageSpec:
 def run(ctx: StageContext) -> dict:
     section, split = ctx.section, ctx.config.data.eval_split
     metrics = tuple(m for m in METRICS if int(m.split("@")[1]) <= section.k)
+    check_labels(ctx.tables, split)  # before any encoding
     ctx.out.mkdir(parents=True)
     models = {name: str(ctx.inputs[name]) for name in ctx.inputs if name == "zero-shot"}
     models.update({name: str(ctx.path(name)) for name in ctx.inputs if name in DUAL_STAGES})
@@ -63,13 +67,7 @@ def run(ctx: StageContext) -> dict:
         results["bm25"] = evaluate_bm25(ctx.tables, split, metrics, section.k).metrics
     last = None
     for name, path in models.items():
-        model = DualEncoder.from_pretrained(
-            path, **(ctx.config.model_settings.overrides() if name == "zero-shot" else {})
-        )
-        result = evaluate_retriever(
-            model, ctx.tables, split, metrics, k=section.k, batch_size=section.batch_size,
-            precision=ctx.config.precision, embeddings=ctx.inputs.get(f"{name}:embeddings"),
-        )  # fmt: skip
+        result = dense_result(ctx, name, path, metrics)
         write_trec_run(result.run, ctx.out / f"run-{name}.trec")
         results[name], last = result.metrics, (name, result)
     cross = ctx.inputs.get("cross_model")
@@ -79,14 +77,43 @@ def run(ctx: StageContext) -> dict:
     return results
 
 
+def dense_result(ctx: StageContext, name: str, model_dir: str, metrics) -> RetrievalResult:
+    """One dual encoder on the eval split through the inference layer: the corpus vectors an
+    earlier stage wrote (else encoded here), the queries encoded, the top k searched."""
+    section, split, precision = ctx.section, ctx.config.data.eval_split, ctx.config.precision
+    settings = section.inference()
+    overrides = ctx.config.model_settings.overrides() if name == "zero-shot" else {}
+    work = ctx.work / name
+    shutil.rmtree(work, ignore_errors=True)
+    embeddings = ctx.inputs.get(f"{name}:embeddings")
+    if embeddings is None:
+        embeddings = work / "embeddings"
+        encode_corpus_table(model_dir, ctx.tables / "corpus", embeddings, settings, precision,
+                            overrides=overrides)  # fmt: skip
+    vectors = work / "query-vectors"
+    encode_queries_table(model_dir, ctx.tables / f"queries-{split}", vectors, settings, precision,
+                         overrides)  # fmt: skip
+    found = search_table(vectors, embeddings, section.k, settings, section.factory,
+                         use_gpu=section.faiss_gpu)  # fmt: skip
+    write_table(work / "candidates", found, CANDIDATES)
+    result = evaluate_candidates(ctx.tables, split, read_table(work / "candidates"), section.k,
+                                 metrics)  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)  # the corpus vectors are the size of the corpus
+    return result
+
+
 def rerank_metrics(ctx: StageContext, cross_dir, run: dict, split: str) -> dict[str, float]:
     """nDCG@10 after the re-ranker re-orders the retriever's top ``rerank_depth``, alone and
     fused with the retriever's order of the same list (RRF); both runs are written beside."""
     top = top_of_run(run, ctx.section.rerank_depth)
-    reranked = rerank_top(
-        CrossEncoder.from_pretrained(cross_dir), top, ctx.tables / "corpus",
-        ctx.tables / f"queries-{split}", ctx.section.batch_size, ctx.config.precision,
+    lists, scores = ctx.work / "rerank-lists", ctx.work / "rerank-scores"
+    rows = ({"qid": q, "pids": list(top[q]), "scores": list(top[q].values())} for q in top)
+    write_table(lists, rows, CANDIDATES)
+    score_lists(
+        cross_dir, lists, ["pids"], ctx.tables / "corpus", ctx.tables / f"queries-{split}",
+        scores, ctx.section.inference(), ctx.config.precision,
     )  # fmt: skip
+    reranked = candidates_to_run(read_table(scores))
     fused = reciprocal_rank_fusion([top, reranked])
     write_trec_run(reranked, ctx.out / "run-rerank.trec")
     write_trec_run(fused, ctx.out / "run-rerank-rrf.trec")

@@ -194,3 +194,9 @@ def iter_shards(path: str | os.PathLike, columns: list[str] | None = None) -> It
     """Read a table one shard at a time, keeping memory bounded by the shard size."""
     for p in shard_paths(path):
         yield pq.read_table(p, columns=columns)
+
+
+def iter_rows(path: str | os.PathLike, columns: list[str] | None = None) -> Iterator[dict]:
+    """A table's rows as dicts, in order, with one shard in memory at a time."""
+    for shard in iter_shards(path, columns):
+        yield from shard.to_pylist()

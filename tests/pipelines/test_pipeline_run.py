@@ -35,7 +35,7 @@ def tiny_config(tmp_path: Path, name: str, model: Path, scifact: Path) -> Path:
         "data": {"beir": str(scifact), "max_corpus": 150},
         "stages": {
             "train_dual_0": {"bm25_negatives": 5, "train": {**TRAIN, "hard_negatives": 1}},
-            "mine": {"depth": 10, "negatives": 4, "encode_actors": 1},  # on Ray Data
+            "mine": {"depth": 10, "negatives": 4, "actors": 1},  # on Ray Data
             "train_cross": {"train": {**TRAIN, "loss": "pointwise_bce", "group_size": 3,
                                       "cross_max_len": 64}},
             # a random re-ranker is unsure of everything: loose thresholds keep lists non-empty

@@ -1,0 +1,172 @@
+"""The inference layer gives the same tables in the driver (actors: 0) and on Ray actors, and
+each equals an independent reference: encoding through retrieval.encoding, brute-force top-k
+in numpy, and every pair scored on its own."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from pipelines.inference.search import search_table, shard_blocks
+from pipelines.inference.settings import InferenceSettings
+from pipelines.inference.steps import encode_corpus_table, encode_queries_table, score_lists
+from retrieval.encoding import encode_corpus, encode_queries
+from retrieval.indexing.vectors import arrow_to_matrix
+from retrieval.models import CrossEncoder, DualEncoder
+from retrieval.rerank import score_pairs
+from retrieval.tables import (
+    CANDIDATES,
+    CORPUS,
+    EXAMPLES,
+    QUERIES,
+    DataError,
+    read_table,
+    write_table,
+)
+from retrieval.tables.store import table_exists
+
+LOCAL = InferenceSettings(actors=0, batch_size=16)
+RAY = InferenceSettings(actors=2, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    from pipelines.ray_env import ensure_ray
+
+    ensure_ray(num_cpus=2)  # both CPUs go to the 2 actors
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory, scifact_dir):
+    """250 SciFact documents in shards of 100, 40 SciFact queries in shards of 15."""
+    root = tmp_path_factory.mktemp("inference")
+    docs = []
+    with open(scifact_dir / "corpus.jsonl", encoding="utf-8") as f:
+        for line in f:
+            doc = json.loads(line)
+            docs.append({"pid": str(doc["_id"]), "title": doc["title"], "text": doc["text"]})
+            if len(docs) == 250:
+                break
+    write_table(root / "corpus", docs, CORPUS, shard_rows=100)
+    queries = []
+    with open(scifact_dir / "queries.jsonl", encoding="utf-8") as f:
+        for line in f:
+            query = json.loads(line)
+            queries.append({"qid": str(query["_id"]), "text": query["text"]})
+            if len(queries) == 40:
+                break
+    write_table(root / "queries", queries, QUERIES, shard_rows=15)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cross_dir(tmp_path_factory, tiny_bert_dir):
+    torch.manual_seed(0)
+    model = CrossEncoder.from_pretrained(tiny_bert_dir, max_len=64)
+    with torch.no_grad():  # at their default init logits differ by only ~1e-5
+        model.model.bert.pooler.dense.weight.normal_(0.0, 1.0)
+        model.model.classifier.weight.normal_(0.0, 1.0)
+    folder = tmp_path_factory.mktemp("cross") / "model"
+    model.save(folder)
+    return folder
+
+
+def by_key(table_dir, key: str) -> dict[str, np.ndarray]:
+    table = read_table(table_dir)
+    return dict(zip(table[key].to_pylist(), arrow_to_matrix(table["vector"])))
+
+
+@pytest.mark.parametrize("settings", [LOCAL, RAY], ids=["driver", "ray"])
+def test_corpus_vectors_equal_encode_corpus(settings, ray_local, tables, tiny_bert_dir, tmp_path):
+    model = DualEncoder.from_pretrained(tiny_bert_dir)
+    encode_corpus(model, tables / "corpus", tmp_path / "ref", batch_size=8, show_progress=False)
+    manifest = encode_corpus_table(tiny_bert_dir, tables / "corpus", tmp_path / "out", settings)
+    assert manifest["rows"] == 250 and manifest["meta"]["dim"] == model.dim
+    got, want = by_key(tmp_path / "out", "pid"), by_key(tmp_path / "ref", "pid")
+    assert (
+        read_table(tmp_path / "out")["pid"].to_pylist()
+        == read_table(tables / "corpus")["pid"].to_pylist()
+    )  # the corpus order, whatever the actors' order of work
+    for pid, vector in want.items():
+        np.testing.assert_allclose(got[pid], vector, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("settings", [LOCAL, RAY], ids=["driver", "ray"])
+def test_query_vectors_equal_encode_queries(settings, ray_local, tables, tiny_bert_dir, tmp_path):
+    model = DualEncoder.from_pretrained(tiny_bert_dir)
+    queries = read_table(tables / "queries")
+    want = encode_queries(model, queries["text"].to_pylist(), batch_size=4, show_progress=False)
+    encode_queries_table(tiny_bert_dir, tables / "queries", tmp_path / "q", settings)
+    got = read_table(tmp_path / "q")
+    assert got["qid"].to_pylist() == queries["qid"].to_pylist()
+    np.testing.assert_allclose(arrow_to_matrix(got["vector"]), want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("settings", [LOCAL, RAY], ids=["driver", "ray"])
+def test_search_equals_brute_force_top_k(settings, ray_local, tables, tiny_bert_dir, tmp_path):
+    encode_corpus_table(tiny_bert_dir, tables / "corpus", tmp_path / "emb", LOCAL)
+    encode_queries_table(tiny_bert_dir, tables / "queries", tmp_path / "q", LOCAL)
+    found = pa.concat_tables(search_table(tmp_path / "q", tmp_path / "emb", 7, settings))
+    corpus, queries = read_table(tmp_path / "emb"), read_table(tmp_path / "q")
+    scores = arrow_to_matrix(queries["vector"]) @ arrow_to_matrix(corpus["vector"]).T
+    pids = np.array(corpus["pid"].to_pylist())
+    assert found["qid"].to_pylist() == queries["qid"].to_pylist()
+    for row, got_pids, got_scores in zip(scores, found["pids"].to_pylist(),
+                                         found["scores"].to_pylist()):  # fmt: skip
+        order = np.argsort(-row, kind="stable")[:7]
+        np.testing.assert_allclose(got_scores, row[order], atol=1e-5, rtol=0)
+        assert got_pids == pids[order].tolist()
+
+
+def test_shard_blocks_split_the_shards_in_order(tmp_path):
+    rows = [{"pid": str(i), "vector": [0.0, 1.0]} for i in range(10)]
+    schema = pa.schema([("pid", pa.string()), ("vector", pa.list_(pa.float32(), 2))])
+    write_table(tmp_path / "emb", rows, schema, shard_rows=3)  # shards of 3, 3, 3, 1 rows
+    blocks = shard_blocks(tmp_path / "emb", 2)
+    assert [len(paths) for paths, _ in blocks] == [2, 2]
+    assert [offset for _, offset in blocks] == [0, 6]
+    assert len(shard_blocks(tmp_path / "emb", 10)) == 4  # never more blocks than shards
+    assert [offset for _, offset in shard_blocks(tmp_path / "emb", 1)] == [0]
+
+
+@pytest.mark.parametrize("settings", [LOCAL, RAY], ids=["driver", "ray"])
+def test_score_lists_equals_each_pair_scored(settings, ray_local, tables, cross_dir, tmp_path):
+    pids = read_table(tables / "corpus")["pid"].to_pylist()
+    queries = read_table(tables / "queries").to_pylist()
+    rows = [
+        {"qid": q["qid"], "query": q["text"], "negatives": pids[i : i + 5],
+         "positives": [pids[i + 1], pids[200 + i]]}  # one positive also among the negatives
+        for i, q in enumerate(queries)
+    ]  # fmt: skip
+    write_table(tmp_path / "lists", rows, EXAMPLES, shard_rows=16)
+    score_lists(cross_dir, tmp_path / "lists", ["negatives", "positives"], tables / "corpus",
+                tables / "queries", tmp_path / "scores", settings, depth=4)  # fmt: skip
+    scored = read_table(tmp_path / "scores").to_pylist()
+    model = CrossEncoder.from_pretrained(cross_dir)
+    corpus = {r["pid"]: r for r in read_table(tables / "corpus").to_pylist()}
+    for row, got in zip(rows, scored, strict=True):
+        expected = list(dict.fromkeys(row["negatives"][:4] + row["positives"][:4]))
+        assert got["qid"] == row["qid"] and got["pids"] == expected
+        want = score_pairs(
+            model, [row["query"]] * len(expected), [corpus[p]["title"] for p in expected],
+            [corpus[p]["text"] for p in expected], batch_size=1, show_progress=False,
+        )  # fmt: skip
+        np.testing.assert_allclose(got["scores"], want, atol=1e-5, rtol=0)
+
+
+def test_unknown_pid_is_one_error_and_no_table(tables, cross_dir, tmp_path):
+    qid = read_table(tables / "queries")["qid"][0].as_py()
+    rows = [{"qid": qid, "pids": ["no-such-passage"], "scores": [0.0]}]
+    write_table(tmp_path / "lists", rows, CANDIDATES)
+    with pytest.raises(DataError, match="no-such-passage"):
+        score_lists(cross_dir, tmp_path / "lists", ["pids"], tables / "corpus",
+                    tables / "queries", tmp_path / "scores", LOCAL)  # fmt: skip
+    assert not table_exists(tmp_path / "scores")
