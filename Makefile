@@ -19,7 +19,7 @@ export DS_ACCELERATOR ?= cpu
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/build/torch_extensions
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo zero-shot test test-slow lint format clean
+.PHONY: demo zero-shot test test-slow test-gpu lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ test: lint
 
 test-slow: $(VENV)/.installed
 	$(BIN)/pytest -q -m slow
+
+# The tests that need a CUDA device (tests/gpu: bf16 ZeRO-2 training, models on CUDA in the
+# driver and in Ray actors, FAISS on GPU); on a GPU node, after `pip install -e .[gpu]`.
+test-gpu: $(VENV)/.installed
+	$(BIN)/pytest -q -m gpu tests/gpu -rs
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format $(LINT_PATHS)
