@@ -36,7 +36,8 @@ def train(tmp_path: Path, tables: Path, model: Path, **extra) -> Path:
     }
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "DS_ACCELERATOR": "cuda", "PYTHONPATH": str(REPO)}
+    paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "DS_ACCELERATOR": "cuda", "PYTHONPATH": os.pathsep.join(paths)}
     done = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "train-dual", "--config", str(path)],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
