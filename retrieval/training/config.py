@@ -92,6 +92,30 @@ class ProjectorConfig(Strict):
     out_dim: int | None = Field(default=None, ge=1, description="default: the model's dim")
 
 
+class GradCacheConfig(Strict):
+    """Gradient caching (GradCache, Gao et al. 2021; retrieval/training/grad_cache.py): each
+    step encodes its batch in chunks of these many rows, twice (without, then with a graph), so
+    activation memory follows the chunk, not the batch, and the gradients stay those of the
+    whole batch (cross-batch negatives and a MoCo queue included). Kinds dual and joint; not
+    with ZeRO stage 3. ``grad_cache: {}`` takes the defaults."""
+
+    query_chunk: int = Field(default=16, ge=1, description="queries encoded at once")
+    passage_chunk: int = Field(default=16, ge=1, description="passages encoded at once")
+    pair_chunk: int = Field(
+        default=16,
+        ge=1,
+        description="joint: (query, passage) pairs the re-ranker scores at once",
+    )
+
+    def summary(self, kind: str) -> str:
+        """How the batch is split, as the training log says it."""
+        text = f"query chunk {self.query_chunk}, passage chunk {self.passage_chunk}"
+        return text + (f", pair chunk {self.pair_chunk}" if kind == "joint" else "")
+
+
+GRAD_CACHE_KINDS = ("dual", "joint")
+
+
 class TrainConfig(Strict):
     """One training run of a dual encoder (``kind: dual``), a cross-encoder (``kind: cross``),
     both together on the same lists (``kind: joint``, RocketQAv2), or a sentence-embedding
@@ -171,6 +195,12 @@ class TrainConfig(Strict):
         "less memory for the papers' batch sizes, about a third more compute",
     )
 
+    grad_cache: GradCacheConfig | None = Field(
+        default=None,
+        description="dual, joint: gradient caching, for batches larger than memory allows "
+        "(same gradients, a second forward per chunk); unset: off",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _pairs_come_alone(cls, raw: object) -> object:
@@ -208,8 +238,28 @@ class TrainConfig(Strict):
         self.loss_args = checked.model_dump(exclude_unset=True)
         return self
 
+    @model_validator(mode="after")
+    def _grad_cache_fits_kind(self) -> TrainConfig:
+        check_grad_cache(self)
+        return self
+
 
 PAIR_ONLY = ("queue", "projector")
+
+
+def check_grad_cache(config: TrainConfig) -> None:
+    """Gradient caching splits the dual encoder's (and joint's re-ranker's) batch; a cross or
+    pair run has no such step, so asking for it there is refused rather than ignored."""
+    chunks = config.grad_cache
+    if chunks is None:
+        return
+    if config.kind not in GRAD_CACHE_KINDS:
+        raise ValueError(
+            f"key 'grad_cache': kind {config.kind} does not support it "
+            f"({', '.join(GRAD_CACHE_KINDS)} only)"
+        )
+    if config.kind != "joint" and "pair_chunk" in chunks.model_fields_set:
+        raise ValueError("key 'grad_cache.pair_chunk': only kind joint scores pairs")
 
 
 def check_data_fits_kind(config: TrainConfig) -> None:

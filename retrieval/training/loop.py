@@ -17,14 +17,17 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from retrieval import distributed
 from retrieval.losses import MoCoQueue, build_loss
 from retrieval.models.cross_encoder import CrossEncoder
 from retrieval.models.dual_encoder import DualEncoder
 from retrieval.tables.store import atomic_dir, table_exists, write_json_atomic
 from retrieval.training import checkpoints
+from retrieval.training.cached_modules import with_grad_cache
 from retrieval.training.collators import CrossCollator, DualCollator, JointCollator
 from retrieval.training.config import TrainConfig
 from retrieval.training.examples import ResolvedExamples, load_examples, resolve_examples
+from retrieval.training.grad_cache import refuse_zero3
 from retrieval.training.model_card import card_text
 from retrieval.training.modules import (
     CrossTrainingModule,
@@ -78,6 +81,8 @@ def deepspeed_config(config: TrainConfig) -> dict:
     ds = dict(ds)
     ds["train_micro_batch_size_per_gpu"] = config.batch_size
     ds.pop("train_batch_size", None)  # DeepSpeed derives it from micro batch x GA x world
+    if config.grad_cache is not None:
+        refuse_zero3(ds)
     return ds
 
 
@@ -94,10 +99,15 @@ def checkpoint_activations(models: dict) -> None:
 
 def build(config: TrainConfig, store: PassageStore, examples: ResolvedExamples):
     """The model+loss module, its collator, and the models to export by folder name; with
-    ``gradient_checkpointing``, every encoder recomputes its activations in backward."""
+    ``gradient_checkpointing``, every encoder recomputes its activations in backward; with
+    ``grad_cache``, the module encodes its batch in chunks (retrieval/training/grad_cache.py)."""
     module, collate, models = _build(config, store, examples)
     if config.gradient_checkpointing:
         checkpoint_activations(models)
+    if config.grad_cache is not None:
+        module = with_grad_cache(module, config.grad_cache)
+        if distributed.rank() == 0:
+            logger.info("grad cache: %s", config.grad_cache.summary(config.kind))
     return module, collate, models
 
 

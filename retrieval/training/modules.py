@@ -20,7 +20,11 @@ class DualTrainingModule(nn.Module):
         self.model, self.loss, self.queue = model, loss, queue
 
     def forward(self, query_inputs: dict, passage_inputs: dict) -> torch.Tensor:
-        queries, passages = self.model(query_inputs, passage_inputs)
+        return self.embedding_loss(*self.model(query_inputs, passage_inputs))
+
+    def embedding_loss(self, queries: torch.Tensor, passages: torch.Tensor) -> torch.Tensor:
+        """The loss of encoded queries and passages; gradient caching (retrieval/training/
+        grad_cache.py) encodes them itself and calls this, so both steps share one loss."""
         if self.queue is None:
             return self.loss(queries, passages)
         loss = self.loss(queries, passages, extra_negatives=self.queue.negatives())
@@ -55,9 +59,16 @@ class JointTrainingModule(nn.Module):
 
     def forward(self, query_inputs: dict, passage_inputs: dict, pair_inputs: dict) -> torch.Tensor:
         queries, passages = self.dual(query_inputs, passage_inputs)
+        return self.list_loss(queries, passages, self.cross(pair_inputs))
+
+    def list_loss(
+        self, queries: torch.Tensor, passages: torch.Tensor, logits: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss of encoded queries, passages and the re-ranker's logits of the pairs; as
+        DualTrainingModule.embedding_loss, shared with gradient caching."""
         passages = passages.view(queries.shape[0], self.group_size, -1)
         s_de = self.dual.score_lists(queries, passages)
-        s_ce = self.cross(pair_inputs).view(-1, self.group_size)
+        s_ce = logits.view(-1, self.group_size)
         return self.loss(s_de, s_ce)
 
 

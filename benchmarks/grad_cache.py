@@ -1,0 +1,247 @@
+"""Gradient caching: peak memory and speed of RQA's cached loop as the batch grows.
+
+Three contenders train all-MiniLM-L6-v2 on SciFact's train (query, positive passage) pairs with
+in-batch negatives, at each --batch-sizes: RQA's DeepSpeed loop as `rqa train-dual` runs it
+(one process, fp32, `infonce`), the same loop with `grad_cache` (query and passage chunks of
+--chunk), and sentence-transformers' SentenceTransformerTrainer with
+CachedMultipleNegativesRankingLoss (mini_batch_size --chunk). Same model, lr, warm-up, weight
+decay, clipping, temperature (scale 20 = 1 / 0.05), mean pooling, cosine; RQA truncates
+queries at --query-max-len and passages at --passage-max-len, sentence-transformers both at
+the passage length (SciFact queries are shorter than either).
+
+Every run is its own subprocess: peak RSS is that process's own maximum (os.wait4), and
+examples/s is taken from the end of step 1 to the end of the last step, so loading and the
+first step count for no one. Targets: the cached loop's peak RSS grows < 1.3x from the
+smallest batch to the largest, and its examples/s stays >= 0.8x the uncached loop's.
+Usage: python benchmarks/grad_cache.py [--batch-sizes 32,128,512] [--chunk 16] [--steps 3]
+       python benchmarks/grad_cache.py --quick   # tiny random BERT, batch 32 and 64, 2 steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import CACHE, REPO, median, minilm_path, quiet_environment, table, write_result
+
+quiet_environment()
+
+from train import scifact_tables, steady_rate, train_pairs  # noqa: E402
+
+UNCACHED, CACHED, PEER = "rqa", "rqa grad_cache", "sentence-transformers cached MNRL"
+CONTENDERS = (UNCACHED, CACHED, PEER)
+LR, WARMUP, WEIGHT_DECAY, TEMPERATURE = 3e-5, 0.1, 0.01, 0.05
+RSS_GROWTH_TARGET, SPEED_TARGET = 1.3, 0.8
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", default="32,128,512", help="queries per step")
+    parser.add_argument("--chunk", type=int, default=16, help="rows encoded at once (cached)")
+    parser.add_argument("--steps", type=int, default=3, help="training steps per run (>= 2)")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds (median)")
+    parser.add_argument("--query-max-len", type=int, default=32)
+    parser.add_argument("--passage-max-len", type=int, default=64)
+    parser.add_argument("--model", default=None, help="model folder (default: packaged MiniLM)")
+    parser.add_argument(
+        "--quick", action="store_true", help="prove it runs: tiny random BERT, 32,64, 2 steps"
+    )
+    parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def child_rqa(args: argparse.Namespace, cached: bool) -> list[float]:
+    """Seconds from the start of training to the end of each step, from RQA's step log."""
+    import yaml
+
+    from retrieval.training.config import load_train_config
+    from retrieval.training.loop import train_worker
+
+    with tempfile.TemporaryDirectory(prefix="rqa-bench-grad-cache-") as tmp:
+        config = {
+            "kind": "dual", "model": str(args.model), "output_dir": str(Path(tmp) / "out"),
+            "data": {"tables": str(scifact_tables()), "split": "train"},
+            "loss": "infonce", "hard_negatives": 0, "batch_size": args.batch_size,
+            "epochs": args.steps + 1, "max_steps": args.steps, "lr": LR,
+            "warmup_ratio": WARMUP, "weight_decay": WEIGHT_DECAY, "log_every": 1,
+            "checkpoint_every": args.steps + 1,
+            "model_settings": {
+                "pooling": "mean", "normalize": True, "similarity": "cosine",
+                "temperature": TEMPERATURE, "query_max_len": args.query_max_len,
+                "passage_max_len": args.passage_max_len,
+            },
+        }  # fmt: skip
+        if cached:
+            config["grad_cache"] = {"query_chunk": args.chunk, "passage_chunk": args.chunk}
+        path = Path(tmp) / "train.yaml"
+        path.write_text(yaml.safe_dump(config))
+        train_worker(load_train_config(path))
+        log = Path(tmp) / "out" / "train_log.jsonl"
+        records = [json.loads(line) for line in log.read_text().splitlines()]
+    # each record's rate is examples so far over seconds so far, from the start of step 1
+    return [r["step"] * args.batch_size / r["examples_per_s"] for r in records]
+
+
+def child_st(args: argparse.Namespace) -> list[float]:
+    """Seconds from the start of training to the end of each step of SentenceTransformerTrainer
+    with CachedMultipleNegativesRankingLoss."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers.losses import CachedMultipleNegativesRankingLoss
+    from sentence_transformers.training_args import SentenceTransformerTrainingArguments
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.ends: list[float] = []
+
+        def on_train_begin(self, *_, **__):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, *_, **__):
+            self.ends.append(time.perf_counter() - self.started)
+
+    pairs = train_pairs()
+    dataset = Dataset.from_dict(
+        {"anchor": [q for q, _ in pairs], "positive": [p for _, p in pairs]}
+    )
+    model = SentenceTransformer(str(args.model), device="cpu")
+    model.max_seq_length = args.passage_max_len
+    loss = CachedMultipleNegativesRankingLoss(
+        model, scale=1 / TEMPERATURE, mini_batch_size=args.chunk
+    )
+    clock = StepClock()
+    with tempfile.TemporaryDirectory(prefix="st-bench-grad-cache-") as tmp:
+        training = SentenceTransformerTrainingArguments(
+            output_dir=tmp, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
+            learning_rate=LR, warmup_ratio=WARMUP, weight_decay=WEIGHT_DECAY, max_grad_norm=1.0,
+            seed=0, save_strategy="no", report_to="none", logging_steps=10**6,
+            disable_tqdm=True, dataloader_drop_last=True, use_cpu=True,
+        )  # fmt: skip
+        trainer = SentenceTransformerTrainer(
+            model=model, args=training, train_dataset=dataset, loss=loss, callbacks=[clock]
+        )
+        trainer.train()
+    return clock.ends
+
+
+def run_child(contender: str, batch: int, args: argparse.Namespace) -> dict:
+    """One training run in a subprocess: its step ends and its own peak RSS (MiB)."""
+    with tempfile.TemporaryDirectory(prefix="bench-grad-cache-") as tmp:
+        out, log = Path(tmp) / "ends.json", Path(tmp) / "child.log"
+        cmd = [
+            sys.executable, __file__, "--child", contender, "--batch-size", str(batch),
+            "--model", str(args.model), "--steps", str(args.steps), "--chunk", str(args.chunk),
+            "--query-max-len", str(args.query_max_len),
+            "--passage-max-len", str(args.passage_max_len), "--out", str(out),
+        ]  # fmt: skip
+        env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
+        env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / "build" / "torch_extensions"))
+        with open(log, "w") as sink:
+            proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO)
+            _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            tail = "\n".join(log.read_text().strip().splitlines()[-15:])
+            raise SystemExit(f"{contender} at batch {batch} failed ({proc.returncode}):\n{tail}")
+        ends = json.loads(out.read_text())
+    if len(ends) != args.steps:
+        raise SystemExit(f"{contender} ran {len(ends)} steps, expected {args.steps}")
+    return {"ends": ends, "peak_rss_mib": usage.ru_maxrss / 1024}  # Linux: KiB
+
+
+def measure(args: argparse.Namespace, batches: list[int]) -> dict:
+    """``{batch: {contender: {"rates": [...], "rss": [...]}}}``, contenders rotating per round."""
+    results = {b: {c: {"rates": [], "rss": []} for c in CONTENDERS} for b in batches}
+    for r in range(args.repeats):
+        for batch in batches:
+            order = CONTENDERS[r % 3 :] + CONTENDERS[: r % 3]
+            for contender in order:
+                run = run_child(contender, batch, args)
+                cell = results[batch][contender]
+                cell["rates"].append(steady_rate(run["ends"], batch))
+                cell["rss"].append(run["peak_rss_mib"])
+                print(
+                    f"  round {r + 1}/{args.repeats} batch {batch} {contender}: "
+                    f"{cell['rates'][-1]:.2f} examples/s, peak RSS {cell['rss'][-1]:,.0f} MiB",
+                    flush=True,
+                )
+    return results
+
+
+def summarise(results: dict, batches: list[int]) -> tuple[list[list], dict]:
+    """Table rows, and the ratios the targets are about."""
+    small, large = batches[0], batches[-1]
+    rows, ratios = [], {"cached_vs_uncached_speed": {}, "rss_growth": {}}
+    for batch in batches:
+        cells = results[batch]
+        base = cells[UNCACHED]["rates"]
+        for contender in CONTENDERS:
+            rates, rss = cells[contender]["rates"], cells[contender]["rss"]
+            speed = median([a / b for a, b in zip(rates, base)])  # per round: same load
+            growth = median(rss) / median(results[small][contender]["rss"])
+            rows.append([batch, contender, median(rates), f"{speed:.2f}x", median(rss),
+                         f"{growth:.2f}x"])  # fmt: skip
+        ratios["cached_vs_uncached_speed"][batch] = median(
+            [a / b for a, b in zip(cells[CACHED]["rates"], base)]
+        )
+    for contender in CONTENDERS:
+        ratios["rss_growth"][contender] = median(results[large][contender]["rss"]) / median(
+            results[small][contender]["rss"]
+        )
+    return rows, ratios
+
+
+def verdict(ratios: dict, batches: list[int]) -> list[str]:
+    growth = ratios["rss_growth"][CACHED]
+    slowest = min(ratios["cached_vs_uncached_speed"].values())
+    return [
+        f"cached peak RSS at batch {batches[-1]} / at {batches[0]}: {growth:.2f}x "
+        f"(target < {RSS_GROWTH_TARGET}x: {'met' if growth < RSS_GROWTH_TARGET else 'MISSED'})",
+        f"cached / uncached examples/s, worst batch: {slowest:.2f}x "
+        f"(target >= {SPEED_TARGET}x: {'met' if slowest >= SPEED_TARGET else 'MISSED'})",
+    ]
+
+
+def main() -> None:
+    args = parse_args()
+    if args.quick:
+        from memory import tiny_model
+
+        args.model = args.model or tiny_model()
+        args.batch_sizes, args.steps = "32,64", 2
+    args.model = args.model or minilm_path()
+    if args.child:
+        ends = child_st(args) if args.child == PEER else child_rqa(args, args.child == CACHED)
+        args.out.write_text(json.dumps(ends))
+        return
+    if args.steps < 2:
+        raise SystemExit("--steps must be at least 2 (step 1 is not timed)")
+    batches = sorted(int(b) for b in args.batch_sizes.split(","))
+    scifact_tables()  # prepared once, outside the measured runs
+    results = measure(args, batches)
+    rows, ratios = summarise(results, batches)
+    headers = ["batch", "trainer", "examples/s", "vs rqa", "peak RSS MiB",
+               f"RSS vs batch {batches[0]}"]  # fmt: skip
+    print(
+        f"\nSciFact train pairs, in-batch negatives, chunk {args.chunk}, {args.steps} steps "
+        f"(steady rate from step 2), {args.repeats} round(s), max length "
+        f"{args.query_max_len}/{args.passage_max_len}, model {Path(args.model).name}\n"
+    )
+    print(table(headers, rows))
+    print("\n" + "\n".join(verdict(ratios, batches)))
+    settings = vars(args) | {"out": None, "model": str(args.model), "batches": batches}
+    write_result("grad_cache", {"settings": settings, "results": results, "ratios": ratios})
+
+
+if __name__ == "__main__":
+    CACHE.mkdir(parents=True, exist_ok=True)
+    main()

@@ -1,0 +1,185 @@
+"""Gradient caching: a contrastive step over a batch far larger than its activations would allow.
+
+A contrastive loss couples every query with every passage of the batch (and, with cross-batch
+negatives, of every worker), so the batch cannot simply be split into micro-batches. GradCache
+(Gao et al. 2021, "Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup")
+notices that the coupling lives only in the loss over the embeddings, which are small, and
+runs one step in three passes:
+
+1. encode every chunk of each input kind (queries, passages, re-ranker pairs) without a graph,
+   recording the random-number state before each chunk's forward;
+2. concatenate the chunks' embeddings into full-batch leaf tensors and compute the loss on them
+   exactly as the uncached module does (cross-batch gathers included: every worker runs this
+   pass, so the gather's backward all-reduce meets on every rank); ``d loss / d embeddings``
+   is the cached gradient;
+3. for each chunk, restore its random-number state (the same dropout masks), encode it again
+   with a graph and back-propagate ``sum(embeddings_chunk * cached_gradient_chunk)``, whose
+   parameter gradient is that chunk's share of ``d loss / d parameters``.
+
+Memory then grows with the chunk, not the batch: one chunk's activations at a time, plus the
+embeddings of the whole batch. The price is a second forward per chunk (the first is cheaper,
+having no graph).
+
+How it fits DeepSpeed: the engine expects ``loss = engine(**batch); engine.backward(loss);
+engine.step()``, with gradient reduction (all-reduce, or ZeRO-2's reduce-scatter in hooks that
+fire as each parameter's gradient is accumulated), clipping and the optimizer step driven by
+``backward`` and ``step``. Passes 1-3 run inside the module's forward and collect each
+parameter's gradient with ``torch.autograd.grad``, which leaves ``param.grad`` alone. The
+forward returns the loss through :class:`_CachedGradients`, a function of every trainable
+parameter whose backward hands each one its collected gradient, times the incoming gradient
+(DeepSpeed's ``1 / gradient_accumulation_steps`` and any loss scale). So ``engine.backward``
+accumulates every parameter's gradient exactly once, as after a plain forward: ZeRO-2, which
+refuses a gradient reduced twice in one backward, and gradient accumulation over micro-steps
+work unchanged, and the reported loss is the uncached loss.
+
+ZeRO-3 is refused (:func:`refuse_zero3`). Its partitioned parameters hold their data only while
+their submodule runs (gathered by its forward hooks, released after) and receive their
+gradients through reduce-scatter hooks on partition-sized tensors; a function that returns
+full-shape gradients for all parameters outside any forward does not fit that, and each chunk's
+two forwards would gather every layer twice per chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from retrieval.errors import ConfigError
+from retrieval.training.rng_state import RngState
+
+Inputs = dict[str, torch.Tensor]
+# Chunk gradients of these are summed in float32: dozens of bf16 additions would round away
+# what one backward over the whole batch keeps.
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """One input kind the loss reads: ``encode(inputs)`` run over ``chunk`` rows at a time."""
+
+    encode: Callable[[Inputs], torch.Tensor]
+    inputs: Inputs
+    chunk: int
+
+
+def refuse_zero3(ds_config: dict) -> None:
+    """One line instead of a failure deep in DeepSpeed: see the module docstring for why."""
+    if ds_config.get("zero_optimization", {}).get("stage", 0) == 3:
+        raise ConfigError(
+            "grad_cache does not work with ZeRO stage 3 (partitioned parameters); "
+            "use stage 0-2 or turn grad_cache off"
+        )
+
+
+def trim_padding(inputs: Inputs) -> Inputs:
+    """Drop trailing columns that are padding in every row: a chunk of short texts then runs
+    at its own length, not the batch's. Only trailing ones, so positions do not move."""
+    mask = inputs.get("attention_mask")
+    if mask is None or mask.dim() != 2 or mask.shape[1] == 0:
+        return inputs
+    used = mask.any(dim=0).nonzero()
+    width = int(used.max()) + 1 if used.numel() else mask.shape[1]
+    if width == mask.shape[1]:
+        return inputs
+    full = mask.shape[1]
+    return {
+        k: v[:, :width] if v.dim() == 2 and v.shape[1] == full else v for k, v in inputs.items()
+    }
+
+
+def split_rows(inputs: Inputs, size: int) -> list[Inputs]:
+    """``inputs`` (tensors with rows along dim 0) as chunks of ``size`` rows, each trimmed."""
+    rows = next(iter(inputs.values())).shape[0]
+    starts = range(0, rows, size)
+    return [trim_padding({k: v[s : s + size] for k, v in inputs.items()}) for s in starts]
+
+
+def cached_loss(
+    encodings: Sequence[Encoding],
+    loss_fn: Callable[..., torch.Tensor],
+    params: Sequence[torch.Tensor],
+) -> torch.Tensor:
+    """``loss_fn(*embeddings)`` of the whole batch, whose backward gives ``params`` the
+    gradients of the uncached step (passes 1-3 of the module docstring)."""
+    chunks = [split_rows(e.inputs, e.chunk) for e in encodings]
+    states, embeddings = first_pass(encodings, chunks)
+    if not torch.is_grad_enabled():
+        return loss_fn(*embeddings)
+    leaves = [e.requires_grad_() for e in embeddings]
+    with torch.enable_grad():
+        loss = loss_fn(*leaves)
+    cached = torch.autograd.grad(loss, [*leaves, *params], allow_unused=True)
+    grads = [widened(g) for g in cached[len(leaves) :]]
+    after = RngState.capture()
+    for encoding, pieces, chunk_states, grad in zip(encodings, chunks, states, cached):
+        if grad is not None:
+            replay(encoding.encode, pieces, chunk_states, grad.split(encoding.chunk), params, grads)
+    after.restore()  # the random draws go on from where the first pass left them
+    # Only parameters the loss reached become inputs: as after a plain forward, the others
+    # (an unused pooler) get no gradient and fire no DeepSpeed hook.
+    reached = [(p, g) for p, g in zip(params, grads) if g is not None]
+    return _CachedGradients.apply(loss.detach(), [g for _, g in reached], *[p for p, _ in reached])
+
+
+def first_pass(
+    encodings: Sequence[Encoding], chunks: list[list[Inputs]]
+) -> tuple[list[list[RngState]], list[torch.Tensor]]:
+    """Each chunk encoded without a graph, and the random-number state its forward began in."""
+    states, embeddings = [], []
+    for encoding, pieces in zip(encodings, chunks):
+        side_states, outputs = [], []
+        for inputs in pieces:
+            side_states.append(RngState.capture())
+            with torch.no_grad():
+                outputs.append(encoding.encode(inputs))
+        states.append(side_states)
+        embeddings.append(torch.cat(outputs))
+    return states, embeddings
+
+
+def replay(
+    encode: Callable[[Inputs], torch.Tensor],
+    pieces: list[Inputs],
+    states: list[RngState],
+    cached: Sequence[torch.Tensor],
+    params: Sequence[torch.Tensor],
+    grads: list[torch.Tensor | None],
+) -> None:
+    """Encode each chunk again with a graph, under its first pass's random state, and add its
+    parameter gradient ``d sum(embeddings * cached) / d params`` into ``grads``."""
+    for inputs, state, grad in zip(pieces, states, cached):
+        state.restore()
+        with torch.enable_grad():
+            output = encode(inputs)
+        if not output.requires_grad:
+            continue
+        chunk_grads = torch.autograd.grad(output, params, grad, allow_unused=True)
+        for i, g in enumerate(chunk_grads):
+            if g is not None:
+                grads[i] = widened(g) if grads[i] is None else grads[i].add_(g)
+
+
+def widened(grad: torch.Tensor | None) -> torch.Tensor | None:
+    """A gradient to sum chunks into: float32 for half-precision parameters."""
+    return grad.float() if grad is not None and grad.dtype in LOW_PRECISION else grad
+
+
+class _CachedGradients(torch.autograd.Function):
+    """Forward: the loss value. Backward: each parameter's cached gradient times the incoming
+    gradient, so one ``backward`` accumulates each parameter's gradient once (DeepSpeed)."""
+
+    @staticmethod
+    def forward(ctx: Any, loss: torch.Tensor, grads: list, *params: torch.Tensor) -> torch.Tensor:
+        ctx.grads, ctx.dtypes = grads, [p.dtype for p in params]
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx: Any, upstream: torch.Tensor) -> tuple:
+        grads, ctx.grads = ctx.grads, None  # freed as autograd takes them; a second backward
+        if grads is None:  # would hand out nothing, so refuse it
+            raise RuntimeError("a grad-cached loss can be back-propagated once")
+        scaled = (g.mul_(upstream.to(g.dtype)).to(t) for g, t in zip(grads, ctx.dtypes))
+        return (None, None, *scaled)
