@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from pipelines.config import STAGE_ORDER, PipelineConfig
+from pipelines.inference.resources import check_cluster
 from pipelines.loss_curves import plot_loss_curves
 from pipelines.ray_env import ensure_ray
 from pipelines.report import format_table, write_report
@@ -85,9 +86,13 @@ def build_report(run_dir: Path, records: list[dict], summary: dict, split: str) 
 def run_and_report(
     config: PipelineConfig, only: str | None = None, start: str | None = None, force=()
 ) -> Path:
-    check_models(config, plan_run(config, only, start, force))  # before Ray starts
+    plan = plan_run(config, only, start, force)
+    check_models(config, plan)  # before Ray starts
     RunLock(config.resolved_run_dir()).acquire().release()  # busy: one line, before Ray starts
     ensure_ray(config.ray.address, config.ray.num_cpus)
+    import ray
+
+    check_cluster(config, [p.stage for p in plan if p.runs], ray.cluster_resources())
     records = run_pipeline(config, only=only, start=start, force=force)
     summary = {
         "name": config.name,

@@ -48,6 +48,8 @@ def scaled_down(name: str, tmp_path: Path, model: Path, tables: Path, stages: di
         if "train" in section:  # the stage's recipe stays, the cluster's scale goes
             recipe = {k: v for k, v in section["train"].items() if k in RECIPE}
             section["train"] = {**recipe, **TRAIN}
+        for key in ("actors", "gpus_per_actor", "cpus_per_actor"):  # GPU actors: in the driver
+            section.pop(key, None)
     for stage, override in stages.items():
         section = raw["stages"].setdefault(stage, {})
         if "train" in override:
