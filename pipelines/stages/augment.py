@@ -24,7 +24,7 @@ from pipelines.stages.corpus_vectors import embeddings_source, encode_stage_corp
 from pipelines.stages.spec import External, Output, StageSpec
 from retrieval.errors import ConfigError
 from retrieval.tables.schemas import CANDIDATES, EXAMPLES, QUERIES
-from retrieval.tables.store import iter_rows, read_table, write_table
+from retrieval.tables.store import iter_rows, iter_shards, write_table
 
 
 def unlabeled_queries(ctx: StageContext) -> list[str]:
@@ -34,14 +34,30 @@ def unlabeled_queries(ctx: StageContext) -> list[str]:
         lines = ctx.path("queries_file").read_text(encoding="utf-8").splitlines()
         texts += [line.strip() for line in lines if line.strip()]
     if section.from_corpus:
-        titles = read_table(ctx.path("corpus"), columns=["title"])["title"].to_pylist()
-        titles = [t for t in titles if t and len(t.split()) >= 4]
-        rng = np.random.default_rng(ctx.config.seed)
-        picked = rng.choice(len(titles), size=min(section.from_corpus, len(titles)), replace=False)
-        texts += [titles[i] for i in sorted(picked)]
+        texts += corpus_titles(ctx.path("corpus"), section.from_corpus, ctx.config.seed)
     if not texts:
         raise ConfigError("stage augment: set stages.augment.queries_file or from_corpus")
     return list(dict.fromkeys(texts))
+
+
+def corpus_titles(corpus: Path, count: int, seed: int) -> list[str]:
+    """``count`` passage titles of 4+ words drawn at random, in corpus order. Two passes over
+    the title column, a shard at a time (count the eligible titles, then take the drawn ones),
+    so a 21M-passage corpus's titles are never all in memory."""
+
+    def eligible(shard) -> list[str]:
+        return [t for t in shard["title"].to_pylist() if t and len(t.split()) >= 4]
+
+    total = sum(len(eligible(shard)) for shard in iter_shards(corpus, ["title"]))
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.choice(total, size=min(count, total), replace=False))
+    titles, seen = [], 0
+    for shard in iter_shards(corpus, ["title"]):
+        candidates = eligible(shard)
+        inside = picked[(picked >= seen) & (picked < seen + len(candidates))]
+        titles += [candidates[i - seen] for i in inside]
+        seen += len(candidates)
+    return titles
 
 
 def spec(config: PipelineConfig, name: str) -> StageSpec:

@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from collections.abc import Iterator
-from functools import partial
-from pathlib import Path
-
-import pyarrow as pa
 
 from pipelines.config import PipelineConfig
 from pipelines.inference.search import search_table
@@ -22,52 +17,10 @@ from pipelines.inference.steps import encode_queries_table
 from pipelines.stages import last_dual_before
 from pipelines.stages.context import StageContext
 from pipelines.stages.corpus_vectors import encode_stage_corpus
+from pipelines.stages.negatives import examples_from_candidates
 from pipelines.stages.spec import Output, StageSpec
-from retrieval.answers_match import drop_answer_passages
-from retrieval.evaluator import body_texts, read_answers
-from retrieval.tables.lookup import rows_by_id
 from retrieval.tables.schemas import CANDIDATES, EXAMPLES
-from retrieval.tables.store import table_exists, write_table
-from retrieval.training.examples import load_examples
-
-CHUNK_QUERIES = 20_000  # examples built at a time
-
-
-def mined_examples(tables: Path, split: str, candidates: pa.Table, keep: int) -> list[dict]:
-    """Positives from the examples table or the qrels; negatives: the top ``keep`` retrieved
-    passages that are not positives (replacing any negatives the dataset came with) and, when
-    the split has answers (NQ), hold none of them in their body: as in DPR, such a passage is
-    likely a false negative (retrieval/answers_match.py)."""
-    ranked = dict(zip(candidates["qid"].to_pylist(), candidates["pids"].to_pylist()))
-    rows = load_examples(tables, split, None).to_pylist()
-    return _with_negatives(rows, ranked, tables, split, keep)
-
-
-def _with_negatives(rows: list[dict], ranked: dict, tables: Path, split: str, keep: int):
-    for row in rows:
-        positives = set(row["positives"])
-        row["negatives"] = [p for p in ranked.get(row["qid"], []) if p not in positives]
-    if table_exists(tables / f"answers-{split}"):
-        answers = read_answers(tables / f"answers-{split}")
-        drop_answer_passages(rows, answers, partial(body_texts, tables / "corpus"), keep)
-    for row in rows:
-        row["negatives"] = row["negatives"][:keep]
-    return rows
-
-
-def mined_chunks(
-    tables: Path, split: str, candidates: Path, keep: int, counts: Counter
-) -> Iterator[pa.Table]:
-    """mined_examples a chunk of examples at a time, each chunk's candidates read by qid from
-    the ``candidates`` table."""
-    examples = load_examples(tables, split, None)
-    for start in range(0, examples.num_rows, CHUNK_QUERIES):
-        rows = examples.slice(start, CHUNK_QUERIES).to_pylist()
-        found = rows_by_id(candidates, "qid", [r["qid"] for r in rows], ["pids"])
-        ranked = {qid: value[0] for qid, value in found.items()}
-        rows = _with_negatives(rows, ranked, tables, split, keep)
-        counts.update(examples_with_negatives=sum(1 for r in rows if r["negatives"]))
-        yield pa.Table.from_pylist(rows, schema=EXAMPLES)
+from retrieval.tables.store import write_table
 
 
 def spec(config: PipelineConfig, name: str) -> StageSpec:
@@ -100,7 +53,7 @@ def run(ctx: StageContext) -> dict:
     counts: Counter = Counter()
     write_table(
         ctx.out / f"examples-{split}",
-        mined_chunks(ctx.tables, split, candidates, section.negatives, counts),
+        examples_from_candidates(ctx.tables, split, candidates, section.negatives, counts),
         EXAMPLES,
     )
     return {

@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import json
 import shutil
-from functools import partial
+from itertools import chain
 from pathlib import Path
-
-import pyarrow as pa
 
 from pipelines.config import PipelineConfig
 from pipelines.launch_settings import LaunchSettings, split_launch_keys
 from pipelines.stages import last_dual_before
 from pipelines.stages.context import StageContext
+from pipelines.stages.negatives import examples_from_candidates
 from pipelines.stages.spec import External, Output, StageSpec
 from pipelines.train_launcher import launch
-from retrieval.tables.schemas import EXAMPLES
-from retrieval.tables.store import read_table, table_exists, write_table
+from retrieval.tables.schemas import CANDIDATES, EXAMPLES
+from retrieval.tables.store import iter_shards, table_exists, write_table
 from retrieval.training.config import TrainConfig, absolute_paths
 
 KIND = {"train_cross": "cross", "train_joint": "joint"}
@@ -65,43 +64,48 @@ def examples_for(ctx: StageContext) -> Path | None:
         return None
     if "augmented" not in ctx.inputs:
         return ctx.path("examples")
-    labeled = read_table(ctx.path("examples"))
-    augmented = read_table(ctx.path("augmented"))
     combined = ctx.work / "examples-combined"
-    write_table(combined, pa.concat_tables([labeled, augmented.cast(EXAMPLES)]), EXAMPLES)
+    shards = chain(iter_shards(ctx.path("examples")), iter_shards(ctx.path("augmented")))
+    write_table(combined, (shard.cast(EXAMPLES) for shard in shards), EXAMPLES)
     return combined
 
 
 def bm25_examples(ctx: StageContext, split: str) -> Path:
     """DPR-style hard negatives: BM25's top passages that are not judged relevant and, when
-    the split has answers (NQ), hold none of them in their body (retrieval/answers_match.py);
+    the split has answers (NQ), hold none of them in their body (pipelines/stages/negatives.py);
     BM25 is then asked for twice as many, so the list can still fill up."""
-    from retrieval.answers_match import drop_answer_passages
-    from retrieval.bm25 import bm25_candidates
-    from retrieval.evaluator import body_texts, read_answers
-    from retrieval.training.examples import load_examples
-
-    qrels, answers = ctx.tables / f"qrels-{split}", ctx.tables / f"answers-{split}"
+    answers = ctx.tables / f"answers-{split}"
     wanted = ctx.section.bm25_negatives
-    candidates = bm25_candidates(
-        ctx.tables / "corpus",
-        ctx.tables / f"queries-{split}",
-        2 * wanted if table_exists(answers) else wanted,
-        exclude_qrels_dir=qrels if table_exists(qrels) else None,
-    )
-    negatives = dict(zip(candidates["qid"].to_pylist(), candidates["pids"].to_pylist()))
-    rows = load_examples(ctx.tables, split, None).to_pylist()
-    for row in rows:
-        positives = set(row["positives"])
-        row["negatives"] = [p for p in negatives.get(row["qid"], []) if p not in positives]
-    if table_exists(answers):
-        texts_of = partial(body_texts, ctx.tables / "corpus")
-        drop_answer_passages(rows, read_answers(answers), texts_of, keep=wanted)
-    for row in rows:
-        row["negatives"] = row["negatives"][:wanted]
+    candidates = ctx.work / "bm25-candidates"
+    k = 2 * wanted if table_exists(answers) else wanted
+    bm25_off_driver(ctx.tables, split, k, candidates)
     path = ctx.work / "examples-bm25"
-    write_table(path, rows, EXAMPLES)
+    write_table(path, examples_from_candidates(ctx.tables, split, candidates, wanted), EXAMPLES)
     return path
+
+
+def bm25_off_driver(tables: Path, split: str, k: int, out: Path) -> None:
+    """BM25's candidates table, computed in a Ray task when Ray runs (the index of an MS MARCO
+    or NQ corpus is several GB, and the driver holds no corpus), else in this process."""
+    try:
+        import ray
+
+        remote = ray.is_initialized()
+    except ImportError:
+        remote = False
+    if remote:
+        ray.get(ray.remote(num_cpus=1)(write_bm25_candidates).remote(tables, split, k, out))
+    else:
+        write_bm25_candidates(tables, split, k, out)
+
+
+def write_bm25_candidates(tables: Path, split: str, k: int, out: Path) -> None:
+    from retrieval.bm25 import bm25_candidates
+
+    qrels = tables / f"qrels-{split}"
+    exclude = qrels if table_exists(qrels) else None
+    found = bm25_candidates(tables / "corpus", tables / f"queries-{split}", k, exclude)
+    write_table(out, found, CANDIDATES)
 
 
 def train_config(ctx: StageContext, examples: Path | None) -> tuple[TrainConfig, LaunchSettings]:

@@ -20,7 +20,7 @@ import yaml
 
 from pipelines.config import load_pipeline_config
 from pipelines.stages.context import StageContext
-from pipelines.stages.mine import mined_examples
+from pipelines.stages.negatives import mined_examples
 from pipelines.stages.training import bm25_examples
 from retrieval.answers_match import contains_answer
 from retrieval.evaluator import body_texts, read_answers

@@ -1,0 +1,64 @@
+"""Training examples whose negatives come from a candidates table (a retriever's ranked lists):
+the mine stage's dense candidates and train_dual_0's BM25 candidates go through the same rules.
+
+Positives come from the split's examples table or its qrels; negatives are the top ``keep``
+candidates that are not positives (replacing any negatives the dataset came with) and, when the
+split has answers (NQ), hold none of them in their body: as in DPR, such a passage is likely a
+false negative (retrieval/answers_match.py). Examples are built a chunk at a time, each chunk's
+lists read by qid from the candidates table, so memory follows the chunk.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pyarrow as pa
+
+from retrieval.answers_match import drop_answer_passages
+from retrieval.evaluator import body_texts, read_answers
+from retrieval.tables.lookup import rows_by_id
+from retrieval.tables.schemas import EXAMPLES
+from retrieval.tables.store import table_exists
+from retrieval.training.examples import load_examples
+
+CHUNK_QUERIES = 20_000  # examples built at a time
+
+
+def with_negatives(rows: list[dict], ranked: dict, tables: Path, split: str, keep: int):
+    """``rows`` (examples) with their negatives taken from ``ranked`` (qid -> pids in rank
+    order) by the rules above."""
+    for row in rows:
+        positives = set(row["positives"])
+        row["negatives"] = [p for p in ranked.get(row["qid"], []) if p not in positives]
+    if table_exists(tables / f"answers-{split}"):
+        answers = read_answers(tables / f"answers-{split}")
+        drop_answer_passages(rows, answers, partial(body_texts, tables / "corpus"), keep)
+    for row in rows:
+        row["negatives"] = row["negatives"][:keep]
+    return rows
+
+
+def examples_from_candidates(
+    tables: Path, split: str, candidates: Path, keep: int, counts: Counter | None = None
+) -> Iterator[pa.Table]:
+    """The split's examples with negatives from the ``candidates`` table, a chunk at a time;
+    ``counts["examples_with_negatives"]`` counts those that got any."""
+    examples = load_examples(tables, split, None)
+    for start in range(0, examples.num_rows, CHUNK_QUERIES):
+        rows = examples.slice(start, CHUNK_QUERIES).to_pylist()
+        found = rows_by_id(candidates, "qid", [r["qid"] for r in rows], ["pids"])
+        rows = with_negatives(rows, {q: v[0] for q, v in found.items()}, tables, split, keep)
+        if counts is not None:
+            counts.update(examples_with_negatives=sum(1 for r in rows if r["negatives"]))
+        yield pa.Table.from_pylist(rows, schema=EXAMPLES)
+
+
+def mined_examples(tables: Path, split: str, candidates: pa.Table, keep: int) -> list[dict]:
+    """with_negatives for the whole split from an in-memory candidates table (small data; the
+    stages stream through examples_from_candidates)."""
+    ranked = dict(zip(candidates["qid"].to_pylist(), candidates["pids"].to_pylist()))
+    rows = load_examples(tables, split, None).to_pylist()
+    return with_negatives(rows, ranked, tables, split, keep)
