@@ -8,16 +8,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, create_model
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from pipelines.inference.settings import InferenceSettings
-from pipelines.launch_settings import LaunchSettings
+from pipelines.launch_settings import (
+    MAX_FAILURES_HELP,
+    STORAGE_PATH_HELP,
+    LaunchSettings,
+    storage_location,
+)
 from retrieval.errors import ConfigError, MissingInputError
 from retrieval.training.config import Strict, TrainConfig, one_line, read_yaml_mapping
 from retrieval.training.model_settings import ModelSettings
+from retrieval.training.retromae.settings import RetroMAESettings
 
 STAGE_ORDER = (
     "prepare",
+    "pretrain",
     "train_dual_0",
     "mine",
     "train_cross",
@@ -29,7 +36,7 @@ STAGE_ORDER = (
     "evaluate",
 )
 PRESETS = {
-    "rocketqa": set(STAGE_ORDER) - {"train_joint"},
+    "rocketqa": set(STAGE_ORDER) - {"pretrain", "train_joint"},
     "rocketqav2": {
         "prepare", "train_dual_0", "mine", "train_cross", "denoise", "train_joint", "evaluate",
     },
@@ -47,13 +54,33 @@ class DataSection(Strict):
 
 
 class RaySection(Strict):
+    """The Ray cluster, and the Ray Train settings every training stage shares. They live here,
+    not in the stages' sections, so that they stay out of the stages' fingerprints: where Ray
+    Train keeps its records and how often it restarts lost workers change nothing trained."""
+
     address: str | None = Field(default=None, description="join a cluster; None = local Ray")
     num_cpus: int | None = None
+    storage_path: str | None = Field(default=None, description=STORAGE_PATH_HELP)
+    max_failures: int = Field(default=0, ge=-1, description=MAX_FAILURES_HELP)
+
+    @field_validator("storage_path")
+    @classmethod
+    def _storage_path(cls, value: str | None) -> str | None:
+        return storage_location(value)
+
+    def launch_keys(self) -> dict:
+        """The LaunchSettings keys each training stage takes from this section."""
+        return {
+            "ray_address": self.address,
+            "storage_path": self.storage_path,
+            "max_failures": self.max_failures,
+        }
 
 
 # Keys of a training stage's ``train`` block: the library's TrainConfig, less what the pipeline
-# sets itself, plus how to launch (workers, launcher); the Ray address comes from ``ray``.
-_TRAIN_KEYS_SET_BY_STAGE = {"model", "cross_model", "output_dir", "data", "kind"}
+# sets itself, plus how to launch (workers, launcher); the cluster-wide ones come from ``ray``.
+_LAUNCH_KEYS_FROM_RAY = set(RaySection().launch_keys())
+_TRAIN_KEYS_SET_BY_STAGE = {"model", "cross_model", "output_dir", "data", "kind", "retromae"}
 StageTrain = create_model(
     "StageTrain",
     __base__=Strict,
@@ -65,7 +92,7 @@ StageTrain = create_model(
     **{
         name: (field.annotation, field)
         for name, field in LaunchSettings.model_fields.items()
-        if name != "ray_address"
+        if name not in _LAUNCH_KEYS_FROM_RAY
     },
 )
 
@@ -83,6 +110,40 @@ class TrainStage(Stage):
     )
     bm25_negatives: int = Field(default=0, ge=0, description="train_dual_0: BM25 hard negatives")
     train: StageTrain = Field(default_factory=StageTrain)
+
+
+# Domain pre-training methods: the training kind and loss each one runs.
+PRETRAIN_METHODS = {"retromae": ("retromae", "masked_lm"), "simcse": ("pair", "simcse_unsup")}
+
+
+class PretrainStage(Stage, RetroMAESettings):
+    """Domain pre-training of the base model on the run's own corpus, before train_dual_0 (off
+    in the presets): ``retromae``, masked auto-encoding (retrieval/training/retromae/, mask
+    ratios below), or ``simcse``, unsupervised SimCSE over the passages (pair training). Every
+    dual stage that starts from the base model then starts from this stage's model."""
+
+    method: Literal["retromae", "simcse"] = Field(
+        default="retromae", description="retromae | simcse (see README, Domain pre-training)"
+    )
+    train: StageTrain = Field(default_factory=StageTrain)
+
+    @model_validator(mode="after")
+    def _keys_fit_method(self) -> PretrainStage:
+        masking = sorted(set(RetroMAESettings.model_fields) & self.model_fields_set)
+        if self.method != "retromae" and masking:
+            raise ValueError(f"{masking[0]}: only method retromae masks passages")
+        loss = PRETRAIN_METHODS[self.method][1]
+        if "loss" in self.train.model_fields_set and self.train.loss != loss:
+            raise ValueError(f"train.loss: method {self.method} trains with {loss}")
+        return self
+
+    def method_keys(self) -> dict:
+        """The TrainConfig keys the method sets: kind, loss and (retromae) the mask ratios."""
+        kind, loss = PRETRAIN_METHODS[self.method]
+        keys = {"kind": kind, "loss": loss}
+        if kind == "retromae":
+            keys["retromae"] = self.model_dump(include=set(RetroMAESettings.model_fields))
+        return keys
 
 
 class SearchSettings(Strict):
@@ -129,6 +190,7 @@ class EvaluateStage(Stage, InferenceSettings, SearchSettings):
 
 class Stages(Strict):
     prepare: Stage = Stage()
+    pretrain: PretrainStage = PretrainStage()
     train_dual_0: TrainStage = TrainStage()
     mine: MineStage = MineStage()
     train_cross: TrainStage = TrainStage()
@@ -173,13 +235,16 @@ class PipelineConfig(Strict):
 def check_train_sections(config: PipelineConfig, source: object) -> None:
     """Validate each training stage's ``train`` as the TrainConfig of its kind (the loss fits
     the model, ``loss_args`` fit the loss), naming the stage."""
-    for stage in ("train_dual_0", "train_cross", "train_dual_1", "train_dual_2", "train_joint"):
+    for stage in (
+        "pretrain", "train_dual_0", "train_cross", "train_dual_1", "train_dual_2", "train_joint"
+    ):  # fmt: skip
         section = getattr(config.stages, stage).train.model_dump(exclude_unset=True)
         section = {k: v for k, v in section.items() if k not in LaunchSettings.model_fields}
         kind = {"train_cross": "cross", "train_joint": "joint"}.get(stage, "dual")
+        keys = config.stages.pretrain.method_keys() if stage == "pretrain" else {"kind": kind}
         probe = {"model": "m", "cross_model": "m", "output_dir": ".", "data": {"tables": "."}}
         try:
-            TrainConfig.model_validate({**probe, "kind": kind, **section})
+            TrainConfig.model_validate({**probe, **keys, **section})
         except ValidationError as err:
             raise ConfigError(one_line(err, f"{source}: stages.{stage}.train")) from None
 

@@ -1,15 +1,17 @@
 """How a training run is launched: on Ray Train workers or in this process, how many workers,
-which Ray cluster. Launcher concerns only: the library's TrainConfig knows nothing of them.
+which Ray cluster, how many lost workers Ray Train replaces, where it keeps its run records.
+Launcher concerns only: the library's TrainConfig knows nothing of them.
 
 A training YAML for `rqa train-*` holds TrainConfig keys and these keys side by side.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from retrieval.errors import ConfigError
 from retrieval.training.config import (
@@ -21,6 +23,16 @@ from retrieval.training.config import (
     read_yaml_mapping,
 )
 
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")  # scheme://bucket/prefix, file:///dir
+MAX_FAILURES_HELP = (
+    "Ray Train: how many times a failed or lost worker group is restarted, each time resuming "
+    "from the last checkpoint; -1: no limit. 0 (the default): the first failure ends the run"
+)
+STORAGE_PATH_HELP = (
+    "Ray Train's run records: a folder every node sees, or a URI (s3://bucket/prefix, "
+    "gs://..., hdfs://...) pyarrow.fs can open; None: OUTPUT_DIR/ray"
+)
+
 
 class LaunchSettings(Strict):
     launcher: Literal["ray", "local"] = Field(
@@ -28,6 +40,28 @@ class LaunchSettings(Strict):
     )
     workers: int = Field(default=1, ge=1, description="training processes (one per GPU)")
     ray_address: str | None = Field(default=None, description="join a cluster; None = local")
+    max_failures: int = Field(default=0, ge=-1, description=MAX_FAILURES_HELP)
+    storage_path: str | None = Field(default=None, description=STORAGE_PATH_HELP)
+
+    @field_validator("storage_path")
+    @classmethod
+    def _storage_path(cls, value: str | None) -> str | None:
+        return storage_location(value)
+
+
+def storage_location(value: str | None) -> str | None:
+    """A URI as given: pyarrow.fs reads it when Ray Train starts, so checking it here would need
+    the network and the credentials. A local path made absolute: Ray workers start elsewhere."""
+    if value is None:
+        return None
+    value = value.strip()
+    if "://" in value:
+        if not _URI.match(value):
+            raise ValueError(f"{value!r} is not a URI like s3://bucket/prefix")
+        return value
+    if not value:
+        raise ValueError("empty path; leave it out for OUTPUT_DIR/ray")
+    return str(Path(value).expanduser().resolve())
 
 
 def split_launch_keys(raw: dict) -> tuple[dict, dict]:

@@ -10,6 +10,7 @@ for as long as its process lives, so a relaunch waits for the workers of a kille
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from pathlib import Path
@@ -17,13 +18,18 @@ from pathlib import Path
 from pipelines.launch_settings import LaunchSettings, load_train_job
 from pipelines.ray_env import ensure_ray
 from pipelines.run_lock import RunLock, WorkerLock
-from retrieval.errors import ConfigError
+from retrieval.errors import ConfigError, UserError
 from retrieval.training.config import TrainConfig
 from retrieval.training.loop import train_worker
 from retrieval.training.negatives import check_negatives
 
 logger = logging.getLogger(__name__)
 WORKERS_EXIT_WAIT_S = 30.0  # how long a relaunch waits for a killed run's workers to exit
+
+
+class WorkersLostError(UserError, RuntimeError):
+    """Ray Train lost a worker's process or node more often than ``max_failures`` allows: one
+    line that says how to go on, not Ray's traceback of a process that is gone."""
 
 
 def _worker(config_dict: dict) -> None:
@@ -51,7 +57,7 @@ def launch(config: TrainConfig, how: LaunchSettings | None = None) -> Path:
 
 
 def _fit_on_ray(config: TrainConfig, how: LaunchSettings) -> None:
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import ScalingConfig, WorkerGroupError
     from ray.train.torch import TorchConfig, TorchTrainer
 
     ensure_ray(how.ray_address)
@@ -65,10 +71,7 @@ def _fit_on_ray(config: TrainConfig, how: LaunchSettings) -> None:
             resources_per_worker=None if config.use_gpu else {"CPU": 1},
         ),
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
-        run_config=RunConfig(
-            name=f"train-{config.kind}",
-            storage_path=str(Path(config.output_dir).resolve() / "ray"),
-        ),
+        run_config=run_config(config, how),
     )
     try:
         trainer.fit()
@@ -78,6 +81,61 @@ def _fit_on_ray(config: TrainConfig, how: LaunchSettings) -> None:
         ray.shutdown()
         WorkerLock(config.output_dir).wait_until_free(WORKERS_EXIT_WAIT_S)
         raise
+    except WorkerGroupError as err:
+        lost = lost_ranks(err)
+        if not lost:  # an error in the training code: its traceback is what helps
+            raise
+        raise WorkersLostError(lost_message(config, how, lost)) from err
+
+
+def run_config(config: TrainConfig, how: LaunchSettings):
+    """Ray Train's RunConfig: where it keeps its run records, and how many worker-group failures
+    it recovers from. A restarted group resumes from OUTPUT_DIR/checkpoints, which the training
+    loop writes itself, so OUTPUT_DIR must be a folder every node sees."""
+    from ray.train import FailureConfig, RunConfig
+
+    return RunConfig(
+        name=run_name(config, how),
+        storage_path=how.storage_path or str(Path(config.output_dir).resolve() / "ray"),
+        failure_config=FailureConfig(max_failures=how.max_failures),
+    )
+
+
+def run_name(config: TrainConfig, how: LaunchSettings) -> str:
+    """``train-KIND`` under OUTPUT_DIR/ray. A storage_path may be shared by runs and stages:
+    there the output folder's name and a digest of its path keep their records apart, and the
+    same for every relaunch of one run."""
+    name = f"train-{config.kind}"
+    if how.storage_path is None:
+        return name
+    out = Path(config.output_dir).resolve()
+    return f"{name}-{out.name}-{hashlib.sha256(str(out).encode()).hexdigest()[:8]}"
+
+
+def lost_ranks(err: Exception) -> dict[int, Exception]:
+    """The workers of a failed group whose process or node went away, by rank (the others then
+    fail on the broken collective; their errors say nothing new). Ray Train reports such a
+    worker as a failed health check that holds the actor's error."""
+    from ray.exceptions import RayActorError
+
+    lost = {}
+    for rank, failure in (getattr(err, "worker_failures", None) or {}).items():
+        failure = getattr(failure, "health_check_failure", failure)
+        if isinstance(failure, RayActorError):
+            lost[rank] = failure
+    return lost
+
+
+def lost_message(config: TrainConfig, how: LaunchSettings, lost: dict[int, Exception]) -> str:
+    ranks = ", ".join(str(rank) for rank in sorted(lost))
+    kind = type(next(iter(lost.values()))).__name__
+    used = f"after {how.max_failures} restart(s)" if how.max_failures else "with no restart"
+    return (
+        f"training on Ray stopped: lost worker rank {ranks} ({kind}: its process or node went "
+        f"away) {used} (max_failures: {how.max_failures}). Run the same command again to "
+        f"resume from the last checkpoint in {config.output_dir}, or set max_failures (in a "
+        f"pipeline: ray.max_failures) so that Ray Train restarts lost workers itself"
+    )
 
 
 if __name__ == "__main__":  # torchrun entry: every process is one rank

@@ -1,5 +1,6 @@
-"""`rqa train-dual`, `rqa train-cross`, `rqa train-joint` and `rqa train-pairs`: train from a YAML
-config on Ray or locally; `--set KEY=VALUE` overrides any key of the config, nested ones too."""
+"""`rqa train-dual`, `rqa train-cross`, `rqa train-joint`, `rqa train-pairs` and
+`rqa train-retromae`: train from a YAML config on Ray or locally; `--set KEY=VALUE` overrides any
+key of the config, nested ones too."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ COMMANDS = {
     "cross": ("train-cross", "train a cross-encoder (re-ranker)"),
     "joint": ("train-joint", "train a retriever and a re-ranker together (RocketQAv2)"),
     "pair": ("train-pairs", "train a sentence-embedding model on sentence pairs (STS, NLI)"),
+    "retromae": (
+        "train-retromae",
+        "pre-train an encoder on a corpus by masked auto-encoding (RetroMAE)",
+    ),
 }
 
 

@@ -11,12 +11,13 @@ import importlib
 from types import ModuleType
 
 from pipelines.config import STAGE_ORDER, PipelineConfig
-from pipelines.stages.spec import StageSpec
+from pipelines.stages.spec import External, Output, StageSpec
 from retrieval.errors import ConfigError
 
 DUAL_STAGES = ("train_dual_0", "train_dual_1", "train_dual_2", "train_joint")
 MODULES = {
     "prepare": "pipelines.stages.prepare",
+    "pretrain": "pipelines.stages.pretrain",
     "train_dual_0": "pipelines.stages.training",
     "mine": "pipelines.stages.mine",
     "train_cross": "pipelines.stages.training",
@@ -49,3 +50,12 @@ def last_dual_before(config: PipelineConfig, stage: str) -> str:
     if not duals:
         raise ConfigError(f"stage {stage} needs an enabled dual-encoder training stage before it")
     return duals[-1]
+
+
+def base_dual_model(config: PipelineConfig) -> Output | External:
+    """The model a dual-encoder stage starts from when it starts from the base (init: base):
+    the pretrain stage's encoder when that stage is enabled, so domain pre-training replaces
+    the base model everywhere the dual encoder restarts; else the configured base model."""
+    if config.enabled("pretrain"):
+        return Output("pretrain", "model")
+    return External(config.model)

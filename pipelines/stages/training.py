@@ -3,18 +3,16 @@ then run the shared training launcher with checkpoints in the stage's work folde
 
 from __future__ import annotations
 
-import json
-import shutil
 from itertools import chain
 from pathlib import Path
 
 from pipelines.config import PipelineConfig
 from pipelines.launch_settings import LaunchSettings, split_launch_keys
-from pipelines.stages import last_dual_before
+from pipelines.stages import base_dual_model, last_dual_before
 from pipelines.stages.context import StageContext
 from pipelines.stages.negatives import examples_from_candidates
 from pipelines.stages.spec import External, Output, StageSpec
-from pipelines.train_launcher import launch
+from pipelines.stages.trained_model import launch_and_collect
 from retrieval.tables.schemas import CANDIDATES, EXAMPLES
 from retrieval.tables.store import iter_shards, table_exists, write_table
 from retrieval.training.config import TrainConfig, absolute_paths
@@ -29,13 +27,14 @@ EXAMPLES_FROM = {  # the examples table each stage trains on, by producing stage
 
 
 def start_model(config: PipelineConfig, name: str) -> Output | External:
-    """The model a stage starts from: the previous dual stage's, or the base (cross) model."""
+    """The model a stage starts from: the previous dual stage's, or the base (cross) model;
+    a dual stage's base is the pretrain stage's model when that stage runs."""
     section = getattr(config.stages, name)
     if name == "train_joint" or section.init == "previous":
         return Output(last_dual_before(config, name), "model")
     if name == "train_cross":
         return External(config.cross_model or config.model)
-    return External(config.model)
+    return base_dual_model(config)
 
 
 def spec(config: PipelineConfig, name: str) -> StageSpec:
@@ -129,20 +128,11 @@ def train_config(ctx: StageContext, examples: Path | None) -> tuple[TrainConfig,
         }
     if kind == "joint":
         raw["cross_model"] = str(ctx.path("cross_model"))
-    how = LaunchSettings(**launch_keys, ray_address=ctx.config.ray.address)
+    how = LaunchSettings(**launch_keys, **ctx.config.ray.launch_keys())
     return absolute_paths(TrainConfig.model_validate(raw)), how
 
 
 def run(ctx: StageContext) -> dict:
     ctx.work.mkdir(parents=True, exist_ok=True)
     config, how = train_config(ctx, examples_for(ctx))
-    launch(config, how)
-    ctx.out.mkdir(parents=True)
-    for name in ("model", "cross_model", "tensorboard"):
-        if (ctx.work / name).is_dir():
-            shutil.copytree(ctx.work / name, ctx.out / name)
-    summary = json.loads((ctx.work / "train_summary.json").read_text())
-    shutil.copy(ctx.work / "train_summary.json", ctx.out / "train_summary.json")
-    if (ctx.work / "train_log.jsonl").is_file():
-        shutil.copy(ctx.work / "train_log.jsonl", ctx.out / "train_log.jsonl")
-    return {k: summary[k] for k in ("steps", "final_loss", "examples_per_s", "train_seconds")}
+    return launch_and_collect(ctx, config, how)

@@ -14,6 +14,7 @@ from retrieval.losses.cosine_mse import CosineMSELoss
 from retrieval.losses.cross_batch import CrossBatchInfoNCELoss
 from retrieval.losses.distillation import JointListwiseLoss, ListwiseKLDistillationLoss
 from retrieval.losses.listwise import ListwiseCELoss, PointwiseBCELoss
+from retrieval.losses.masked_lm import MaskedLMLoss
 from retrieval.losses.moco_queue import MoCoQueue
 from retrieval.losses.multilabel_ce import MultiLabelCELoss
 from retrieval.losses.sbert_softmax import SBERTSoftmaxLoss
@@ -34,6 +35,7 @@ LOSSES: dict[str, type[nn.Module]] = {
     "sbert_softmax": SBERTSoftmaxLoss,
     "circle": CircleLoss,
     "multilabel_ce": MultiLabelCELoss,
+    "masked_lm": MaskedLMLoss,
 }
 
 
@@ -54,6 +56,7 @@ __all__ = [
     "JointListwiseLoss",
     "ListwiseCELoss",
     "ListwiseKLDistillationLoss",
+    "MaskedLMLoss",
     "MoCoQueue",
     "MultiLabelCELoss",
     "PointwiseBCELoss",

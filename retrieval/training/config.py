@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from retrieval.errors import ConfigError, MissingInputError
 from retrieval.losses.arguments import loss_arguments, settable
 from retrieval.training.model_settings import ModelSettings
+from retrieval.training.retromae.settings import RetroMAESettings, fit_retromae
 
 LOSSES_BY_KIND = {
     "dual": ("cross_batch", "infonce"),
@@ -28,6 +29,7 @@ LOSSES_BY_KIND = {
         "circle",
         "multilabel_ce",
     ),
+    "retromae": ("masked_lm",),
 }
 # Config names that the loss registry (retrieval/losses/__init__.py) knows by another name.
 LOSS_ALIASES = {"simcse_unsup": "simcse"}
@@ -119,9 +121,10 @@ GRAD_CACHE_KINDS = ("dual", "joint")
 class TrainConfig(Strict):
     """One training run of a dual encoder (``kind: dual``), a cross-encoder (``kind: cross``),
     both together on the same lists (``kind: joint``, RocketQAv2), or a sentence-embedding
-    model on sentence pairs (``kind: pair``)."""
+    model on sentence pairs (``kind: pair``), or an encoder pre-trained on a corpus's passages
+    by masked auto-encoding (``kind: retromae``)."""
 
-    kind: Literal["dual", "cross", "joint", "pair"] = "dual"
+    kind: Literal["dual", "cross", "joint", "pair", "retromae"] = "dual"
     model: str = Field(description="HF id or local folder to start from (the dual encoder)")
     cross_model: str | None = Field(default=None, description="joint: the re-ranker to start from")
     output_dir: Path
@@ -134,7 +137,7 @@ class TrainConfig(Strict):
         description="dual: cross_batch (default) | infonce; "
         "cross: listwise_ce (default) | pointwise_bce; "
         "pair: cosent (default) | cosine_mse | sbert_softmax | infonce | simcse_unsup | circle "
-        "| multilabel_ce",
+        "| multilabel_ce; retromae: masked_lm (encoder + decoder masked-LM)",
     )
     loss_args: dict = Field(
         default_factory=dict,
@@ -177,8 +180,9 @@ class TrainConfig(Strict):
     head_lr: float | None = Field(
         default=None,
         gt=0,
-        description="cross, joint: learning rate of the re-ranker's new pooler + classifier "
-        "(default: lr); see retrieval/training/optimizer.py",
+        description="cross, joint: learning rate of the re-ranker's new pooler + classifier; "
+        "retromae: of the masked-LM head and decoder (default: lr); see "
+        "retrieval/training/optimizer.py",
     )
     warmup_ratio: float = Field(default=0.1, ge=0, le=1)
     seed: int = 42
@@ -199,6 +203,11 @@ class TrainConfig(Strict):
         default=None,
         description="dual, joint: gradient caching, for batches larger than memory allows "
         "(same gradients, a second forward per chunk); unset: off",
+    )
+    retromae: RetroMAESettings | None = Field(
+        default=None,
+        description="retromae: the mask ratios of RetroMAE pre-training (retrieval/training/"
+        "retromae/); unset: the defaults",
     )
 
     @model_validator(mode="before")
@@ -241,6 +250,13 @@ class TrainConfig(Strict):
     @model_validator(mode="after")
     def _grad_cache_fits_kind(self) -> TrainConfig:
         check_grad_cache(self)
+        return self
+
+    @model_validator(mode="after")
+    def _retromae_fits_kind(self) -> TrainConfig:
+        settings = fit_retromae(self.kind, self.retromae, self.data.examples)
+        if settings is not self.retromae:  # the defaults filled in for kind retromae
+            self.retromae = settings
         return self
 
 

@@ -39,6 +39,11 @@ from retrieval.training.optimizer import param_groups
 from retrieval.training.pair_training import build_pair_training, open_pairs, pair_card_facts
 from retrieval.training.pairs import prepare_pairs
 from retrieval.training.passages import PassageStore
+from retrieval.training.retromae.build import (
+    build_retromae_training,
+    passage_rows,
+    retromae_card_facts,
+)
 from retrieval.training.sampler import StepSampler
 from retrieval.training.train_log import TrainLog
 
@@ -114,6 +119,8 @@ def build(config: TrainConfig, store: PassageStore, examples: ResolvedExamples):
 def _build(config: TrainConfig, store: PassageStore, examples: ResolvedExamples):
     if config.kind == "pair":  # sentence pairs: no corpus; ``examples`` is the PairStore
         return build_pair_training(config, examples)
+    if config.kind == "retromae":  # corpus passages: ``examples`` are their rows
+        return build_retromae_training(config, store)
     if config.kind == "cross":
         model = CrossEncoder.from_pretrained(config.model, max_len=config.cross_max_len)
         loss = build_loss(config.loss, **config.loss_args)
@@ -201,6 +208,8 @@ def open_data(config: TrainConfig):
     if config.kind == "pair":
         return None, open_pairs(config)
     store = PassageStore(Path(config.data.tables) / "corpus", data_dir(config) / "hf_cache")
+    if config.kind == "retromae":
+        return store, passage_rows(config, store)
     return store, ResolvedExamples(data_dir(config) / "examples")
 
 
@@ -210,6 +219,9 @@ def prepare_data(config: TrainConfig) -> None:
     if config.kind == "pair":
         prepare_pairs(config)
         open_pairs(config)
+        return
+    if config.kind == "retromae":  # the corpus cache alone: no examples, no negatives
+        PassageStore(Path(config.data.tables) / "corpus", data_dir(config) / "hf_cache")
         return
     if table_exists(data_dir(config) / "examples"):
         return
@@ -292,6 +304,9 @@ def model_cards(config: TrainConfig, summary: dict, world: int) -> dict[str, str
     if config.kind == "pair":
         facts = pair_card_facts(config, summary, world)
         return {"model": card_text("pair", facts, config.model, Path(config.output_dir).name)}
+    if config.kind == "retromae":
+        facts = retromae_card_facts(config, summary, world)
+        return {"model": card_text("retromae", facts, config.model, Path(config.output_dir).name)}
     facts = {
         "training kind": config.kind,
         "loss": config.loss,

@@ -19,7 +19,10 @@ logger = logging.getLogger(__name__)
 
 
 def negatives_needed(config: TrainConfig) -> int:
-    """Negatives drawn per example: hard negatives (dual) or the rest of a group."""
+    """Negatives drawn per example: hard negatives (dual) or the rest of a group; none for
+    RetroMAE, whose examples are the corpus passages themselves."""
+    if config.kind == "retromae":
+        return 0
     return config.hard_negatives if config.kind == "dual" else config.group_size - 1
 
 

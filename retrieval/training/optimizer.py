@@ -5,7 +5,9 @@ encoder of an earlier stage) gets a freshly initialised pooler and classifier. A
 learning rate (2e-5 to 5e-5) that head hardly moves in the few hundred steps a small dataset
 gives, so the re-ranker's logits stay near their starting point and its probabilities near 0.5:
 too unsure for RocketQA's denoising thresholds. A larger head learning rate fixes that without
-shaking the pre-trained encoder.
+shaking the pre-trained encoder. The same holds for RetroMAE's masked-LM head (fresh when the
+base model was saved without one) and its decoder: a module names such training-only parts in
+``head_parameters()``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,13 @@ HEAD_PARTS = ("classifier", "pooler")
 
 
 def head_parameter_ids(module: nn.Module) -> set[int]:
-    """ids of the pooler and classifier parameters of every CrossEncoder inside ``module``."""
+    """ids of the pooler and classifier parameters of every CrossEncoder inside ``module``, and
+    of what a submodule's ``head_parameters()`` names."""
     ids: set[int] = set()
     for sub in module.modules():
+        named = getattr(sub, "head_parameters", None)
+        if callable(named):
+            ids.update(id(param) for param in named())
         if isinstance(sub, CrossEncoder):
             for name, param in sub.named_parameters():
                 if any(part in name.split(".") for part in HEAD_PARTS):
@@ -37,7 +43,10 @@ def param_groups(
         return [{"params": params, "lr": lr, "weight_decay": weight_decay}]
     head = head_parameter_ids(module)
     if not head:
-        raise ValueError("head_lr is set but the model has no cross-encoder head to apply it to")
+        raise ValueError(
+            "head_lr is set but the model has no cross-encoder head (or RetroMAE head) to apply "
+            "it to"
+        )
     return [
         {"params": [p for p in params if id(p) not in head], "lr": lr,
          "weight_decay": weight_decay},
