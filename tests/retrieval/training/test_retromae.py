@@ -6,9 +6,6 @@ resumes after a kill -9 to the uninterrupted weights."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +20,7 @@ from retrieval.training.config import TrainConfig
 from retrieval.training.passages import PassageStore
 from retrieval.training.retromae.build import build_retromae_training
 from retrieval.training.retromae.masking import IGNORE, mask_count
-from tests.helpers_cli import finish, rqa
+from tests.helpers_cli import finish, kill_after_first_checkpoint, rqa
 
 ROWS = np.arange(40, 52)  # twelve SciFact passages
 
@@ -282,17 +279,6 @@ def test_a_short_run_lowers_the_loss_and_exports_a_plain_encoder(whole_run, tiny
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
     card = (folder / "README.md").read_text()
     assert "retromae" in card and f"base_model: {tiny_bert_dir}" in card
-
-
-def kill_after_first_checkpoint(proc, ckpt_dir: Path) -> None:
-    deadline = time.time() + 300
-    while not (ckpt_dir / "latest").is_file():
-        assert proc.poll() is None, "training ended before its first checkpoint"
-        assert time.time() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.02)
-    assert proc.poll() is None, "training finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def test_kill9_and_resume_gives_the_uninterrupted_weights(

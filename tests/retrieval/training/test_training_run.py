@@ -2,11 +2,7 @@
 and started again, must end with exactly the weights of a run that was never interrupted."""
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +10,7 @@ import torch
 import yaml
 
 from retrieval.models import DualEncoder
-from tests.helpers_cli import finish, rqa, spawn
+from tests.helpers_cli import finish, kill_after_first_checkpoint, rqa, spawn
 
 
 def write_config(tmp_path: Path, name: str, tables: Path, model: Path, **extra) -> Path:
@@ -38,17 +34,6 @@ def write_config(tmp_path: Path, name: str, tables: Path, model: Path, **extra) 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
     return DualEncoder.from_pretrained(folder).state_dict()
-
-
-def kill_after_first_checkpoint(proc: subprocess.Popen, ckpt_dir: Path) -> None:
-    deadline = time.time() + 300
-    while not (ckpt_dir / "latest").is_file():
-        assert proc.poll() is None, "training ended before its first checkpoint"
-        assert time.time() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.02)
-    assert proc.poll() is None, "training finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def test_kill9_and_resume_gives_the_uninterrupted_weights(tmp_path, scifact_tables, tiny_bert_dir):
