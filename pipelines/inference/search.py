@@ -28,7 +28,15 @@ from retrieval.retriever import to_candidates
 from retrieval.tables.store import iter_shards, read_manifest, shard_paths
 
 logger = logging.getLogger(__name__)
-QUERY_CHUNK = 8192  # queries searched at a time
+QUERY_CHUNK = 8192  # queries searched at a time, at most
+# ... and at most this many results (query, pid) per chunk: each result is a Python string in
+# the driver (~60 bytes), so at k = 1000 a chunk of 8192 queries would be ~0.5 GB per searcher
+CHUNK_RESULTS = 1_000_000
+
+
+def query_chunk(k: int) -> int:
+    """Queries searched at a time for top ``k``: driver memory follows this times ``k``."""
+    return max(1, min(QUERY_CHUNK, CHUNK_RESULTS // k))
 
 
 class ShardSearcher:
@@ -78,13 +86,21 @@ def _searchers(embeddings_dir, settings: InferenceSettings, factory, metric, use
     return [actor.remote(p, o, factory, metric, use_gpu) for p, o in blocks]
 
 
-def _search_all(searchers: list, queries: np.ndarray, k: int) -> list:
+def _search_all(searchers: list, queries: np.ndarray, k: int) -> Iterator[tuple]:
+    """Each searcher's top ``k`` of ``queries``, one at a time as they finish, so the driver
+    holds the running top k and one searcher's lists, not all of them at once (at k = 1000 a
+    chunk's lists are ~0.5 GB of pid strings per searcher). TopK's merge does not depend on
+    the order of pushes."""
     if not searchers or not hasattr(searchers[0].search, "remote"):
-        return [s.search(queries, k) for s in searchers]
+        yield from (s.search(queries, k) for s in searchers)
+        return
     import ray
 
     ref = ray.put(queries)
-    return ray.get([s.search.remote(ref, k) for s in searchers])
+    pending = [s.search.remote(ref, k) for s in searchers]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(done[0])
 
 
 def search_table(
@@ -99,11 +115,11 @@ def search_table(
     """Candidates tables (qid, pids, scores in rank order), a chunk of queries at a time, for
     every row of the ``query_vectors`` table (qid, vector) in its order."""
     searchers = _searchers(embeddings_dir, settings, factory, metric, use_gpu)
-    total = read_manifest(query_vectors)["rows"]
+    total, size = read_manifest(query_vectors)["rows"], query_chunk(k)
     with tqdm(total=total, desc="search") as bar:
         for shard in iter_shards(query_vectors):
-            for start in range(0, shard.num_rows, QUERY_CHUNK):
-                chunk = shard.slice(start, QUERY_CHUNK)
+            for start in range(0, shard.num_rows, size):
+                chunk = shard.slice(start, size)
                 queries = arrow_to_matrix(chunk["vector"])
                 top = TopK(len(queries), k)
                 for scores, rows, pids in _search_all(searchers, queries, k):
