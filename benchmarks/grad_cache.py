@@ -25,14 +25,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from common import CACHE, REPO, median, minilm_path, quiet_environment, table, write_result
 
 quiet_environment()
 
-from train import scifact_tables, steady_rate, train_pairs  # noqa: E402
+from train import scifact_tables, st_step_ends, steady_rate  # noqa: E402
 
 UNCACHED, CACHED, PEER = "rqa", "rqa grad_cache", "sentence-transformers cached MNRL"
 CONTENDERS = (UNCACHED, CACHED, PEER)
@@ -93,44 +92,15 @@ def child_rqa(args: argparse.Namespace, cached: bool) -> list[float]:
 def child_st(args: argparse.Namespace) -> list[float]:
     """Seconds from the start of training to the end of each step of SentenceTransformerTrainer
     with CachedMultipleNegativesRankingLoss."""
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers import SentenceTransformer
     from sentence_transformers.losses import CachedMultipleNegativesRankingLoss
-    from sentence_transformers.training_args import SentenceTransformerTrainingArguments
-    from transformers import TrainerCallback
 
-    class StepClock(TrainerCallback):
-        def __init__(self):
-            self.ends: list[float] = []
-
-        def on_train_begin(self, *_, **__):
-            self.started = time.perf_counter()
-
-        def on_step_end(self, *_, **__):
-            self.ends.append(time.perf_counter() - self.started)
-
-    pairs = train_pairs()
-    dataset = Dataset.from_dict(
-        {"anchor": [q for q, _ in pairs], "positive": [p for _, p in pairs]}
-    )
     model = SentenceTransformer(str(args.model), device="cpu")
     model.max_seq_length = args.passage_max_len
     loss = CachedMultipleNegativesRankingLoss(
         model, scale=1 / TEMPERATURE, mini_batch_size=args.chunk
     )
-    clock = StepClock()
-    with tempfile.TemporaryDirectory(prefix="st-bench-grad-cache-") as tmp:
-        training = SentenceTransformerTrainingArguments(
-            output_dir=tmp, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
-            learning_rate=LR, warmup_ratio=WARMUP, weight_decay=WEIGHT_DECAY, max_grad_norm=1.0,
-            seed=0, save_strategy="no", report_to="none", logging_steps=10**6,
-            disable_tqdm=True, dataloader_drop_last=True, use_cpu=True,
-        )  # fmt: skip
-        trainer = SentenceTransformerTrainer(
-            model=model, args=training, train_dataset=dataset, loss=loss, callbacks=[clock]
-        )
-        trainer.train()
-    return clock.ends
+    return st_step_ends(model, loss, args.steps, args.batch_size, seed=0)
 
 
 def run_child(contender: str, batch: int, args: argparse.Namespace) -> dict:

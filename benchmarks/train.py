@@ -109,9 +109,20 @@ def child_rqa(args: argparse.Namespace) -> list[float]:
 
 def child_st(args: argparse.Namespace) -> list[float]:
     """Seconds from the start of training to the end of each step of SentenceTransformerTrainer."""
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers import SentenceTransformer
     from sentence_transformers.losses import MultipleNegativesRankingLoss
+
+    model = SentenceTransformer(args.model, device="cpu")
+    model.max_seq_length = PASSAGE_MAX_LEN
+    loss = MultipleNegativesRankingLoss(model, scale=1 / TEMPERATURE)
+    return st_step_ends(model, loss, args.steps, args.batch_size, args.seed)
+
+
+def st_step_ends(model, loss, steps: int, batch_size: int, seed: int) -> list[float]:
+    """Train ``model`` with ``loss`` on the benchmark's pairs in SentenceTransformerTrainer (the
+    settings of RQA's side); seconds from the start of training to the end of each step."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.training_args import SentenceTransformerTrainingArguments
     from transformers import TrainerCallback
 
@@ -129,15 +140,12 @@ def child_st(args: argparse.Namespace) -> list[float]:
     dataset = Dataset.from_dict(
         {"anchor": [q for q, _ in pairs], "positive": [p for _, p in pairs]}
     )
-    model = SentenceTransformer(args.model, device="cpu")
-    model.max_seq_length = PASSAGE_MAX_LEN
-    loss = MultipleNegativesRankingLoss(model, scale=1 / TEMPERATURE)
     clock = StepClock()
     with tempfile.TemporaryDirectory(prefix="st-bench-train-") as tmp:
         training = SentenceTransformerTrainingArguments(
-            output_dir=tmp, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
+            output_dir=tmp, max_steps=steps, per_device_train_batch_size=batch_size,
             learning_rate=LR, warmup_ratio=WARMUP, weight_decay=WEIGHT_DECAY, max_grad_norm=1.0,
-            seed=args.seed, save_strategy="no", report_to="none", logging_steps=10**6,
+            seed=seed, save_strategy="no", report_to="none", logging_steps=10**6,
             disable_tqdm=True, dataloader_drop_last=True, use_cpu=True,
         )  # fmt: skip
         trainer = SentenceTransformerTrainer(
