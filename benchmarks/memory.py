@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import CACHE, REPO, minilm_path, quiet_environment, table, write_result
+from common import CACHE, REPO, minilm_path, quiet_environment, save_tiny_bert, table, write_result
 
 quiet_environment()
 
@@ -58,24 +58,9 @@ def tiny_model() -> Path:
     folder = CACHE / "tiny-bert"
     if (folder / "rqa_dual_encoder.json").is_file():
         return folder
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
     from retrieval.models import DualEncoder
 
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    raw = CACHE / "tiny-bert-raw"
-    BertModel(config).save_pretrained(raw)
-    tokenizer.save_pretrained(raw)
+    raw = save_tiny_bert(CACHE / "tiny-bert-raw")
     DualEncoder.from_pretrained(raw, passage_max_len=256, query_max_len=64).save(folder)
     return folder
 

@@ -35,7 +35,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from common import CACHE, REPO, RESULTS, minilm_path, quiet_environment, table, write_result
+from common import (
+    CACHE,
+    REPO,
+    RESULTS,
+    minilm_path,
+    quiet_environment,
+    save_tiny_bert,
+    table,
+    write_result,
+)
 
 quiet_environment()
 
@@ -183,23 +192,9 @@ def tiny_model() -> Path:
     folder = CACHE / "scale-tiny-bert"
     if (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file():
         return folder
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
     tmp = CACHE / "scale-tiny-bert.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    BertModel(config).save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    save_tiny_bert(tmp)
     tmp.rename(folder)
     return folder
 

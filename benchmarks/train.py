@@ -79,32 +79,38 @@ def _jsonl(path: Path, field: str | None) -> dict:
 
 def child_rqa(args: argparse.Namespace) -> list[float]:
     """Seconds from the start of training to the end of each step, read from RQA's step log."""
+    config = {
+        "kind": "dual", "model": args.model,
+        "data": {"tables": str(scifact_tables()), "split": "train"},
+        "loss": "infonce", "hard_negatives": 0, "batch_size": args.batch_size,
+        "max_steps": args.steps, "lr": LR, "warmup_ratio": WARMUP,
+        "weight_decay": WEIGHT_DECAY, "seed": args.seed,
+        "log_every": 1, "checkpoint_every": args.steps + 1,
+        "model_settings": {
+            "pooling": "mean", "normalize": True, "similarity": "cosine",
+            "temperature": TEMPERATURE, "query_max_len": QUERY_MAX_LEN,
+            "passage_max_len": PASSAGE_MAX_LEN,
+        },
+    }  # fmt: skip
+    return rqa_step_ends(config, args.batch_size)
+
+
+def rqa_step_ends(config: dict, batch_size: int) -> list[float]:
+    """Train with RQA's loop in this process on ``config`` (a TrainConfig mapping; its
+    output_dir is set here); seconds from the start of training to the end of each step."""
     import yaml
 
     from retrieval.training.config import load_train_config
     from retrieval.training.loop import train_worker
 
     with tempfile.TemporaryDirectory(prefix="rqa-bench-train-") as tmp:
-        config = {
-            "kind": "dual", "model": args.model, "output_dir": str(Path(tmp) / "out"),
-            "data": {"tables": str(scifact_tables()), "split": "train"},
-            "loss": "infonce", "hard_negatives": 0, "batch_size": args.batch_size,
-            "max_steps": args.steps, "lr": LR, "warmup_ratio": WARMUP,
-            "weight_decay": WEIGHT_DECAY, "seed": args.seed, "launcher": "local", "workers": 1,
-            "log_every": 1, "checkpoint_every": args.steps + 1,
-            "model_settings": {
-                "pooling": "mean", "normalize": True, "similarity": "cosine",
-                "temperature": TEMPERATURE, "query_max_len": QUERY_MAX_LEN,
-                "passage_max_len": PASSAGE_MAX_LEN,
-            },
-        }  # fmt: skip
         path = Path(tmp) / "train.yaml"
-        path.write_text(yaml.safe_dump(config))
+        path.write_text(yaml.safe_dump({**config, "output_dir": str(Path(tmp) / "out")}))
         train_worker(load_train_config(path))
         log = Path(tmp) / "out" / "train_log.jsonl"
         records = [json.loads(line) for line in log.read_text().splitlines()]
     # each record's rate is examples so far over seconds so far, from the start of step 1
-    return [r["step"] * args.batch_size / r["examples_per_s"] for r in records]
+    return [r["step"] * batch_size / r["examples_per_s"] for r in records]
 
 
 def child_st(args: argparse.Namespace) -> list[float]:
