@@ -109,6 +109,11 @@ class TrainStage(Stage):
         default="base", description="start from the base model or the previous stage's model"
     )
     bm25_negatives: int = Field(default=0, ge=0, description="train_dual_0: BM25 hard negatives")
+    deep_negatives: int = Field(
+        default=0,
+        ge=0,
+        description="train_cross: N more negatives drawn from mine's lists below the kept top ones",
+    )
     train: StageTrain = Field(default_factory=StageTrain)
 
 
@@ -268,7 +273,8 @@ def load_pipeline_config(path: str | Path, data_beir: str | Path | None = None) 
 
 
 # train_cross trains on mine's examples and train_joint on denoise's lists of mined negatives
-# (denoised + undenoised): both hold at most stages.mine.negatives negatives per query.
+# (denoised + undenoised): both hold at most stages.mine.negatives negatives per query
+# (train_cross also its deep_negatives).
 GROUPS_OF_MINED_NEGATIVES = ("train_cross", "train_joint")
 
 
@@ -282,11 +288,20 @@ def check_runnable(config: PipelineConfig, source: object) -> None:
             f"{source}: key 'stages.augment': augment is enabled but has no queries; set "
             "stages.augment.queries_file or stages.augment.from_corpus, or enabled: false"
         )
+    for name in type(config.stages).model_fields:
+        section = getattr(config.stages, name)
+        if name != "train_cross" and getattr(section, "deep_negatives", 0):
+            raise ConfigError(
+                f"{source}: key 'stages.{name}.deep_negatives': only train_cross draws deep "
+                "negatives (from mine's lists)"
+            )
     for stage in GROUPS_OF_MINED_NEGATIVES:
         if not (config.enabled(stage) and config.enabled("mine")):
             continue
         group = getattr(config.stages, stage).train.group_size
         pool = config.stages.mine.negatives
+        if stage == "train_cross":
+            pool += config.stages.train_cross.deep_negatives
         if group - 1 > pool:
             raise ConfigError(
                 f"{source}: key 'stages.{stage}.train.group_size': {group} needs {group - 1} "

@@ -10,6 +10,7 @@ from pipelines.config import PipelineConfig
 from pipelines.launch_settings import LaunchSettings, split_launch_keys
 from pipelines.stages import base_dual_model, last_dual_before
 from pipelines.stages.context import StageContext
+from pipelines.stages.deep_negatives import deep_examples
 from pipelines.stages.negatives import examples_from_candidates
 from pipelines.stages.spec import External, Output, StageSpec
 from pipelines.stages.trained_model import launch_and_collect
@@ -43,6 +44,8 @@ def spec(config: PipelineConfig, name: str) -> StageSpec:
     if name in EXAMPLES_FROM:
         stage, table = EXAMPLES_FROM[name]
         reads["examples"] = Output(stage, table.format(split=split))
+    if name == "train_cross" and config.stages.train_cross.deep_negatives:
+        reads["candidates"] = Output("mine", f"candidates-{split}")
     if name == "train_dual_2":
         reads["augmented"] = Output("augment", "examples-augmented")
     if name == "train_joint":
@@ -61,6 +64,11 @@ def examples_for(ctx: StageContext) -> Path | None:
         if ctx.section.bm25_negatives:
             return bm25_examples(ctx, ctx.config.data.train_split)
         return None
+    if "candidates" in ctx.inputs:  # train_cross with deep negatives
+        split, count = ctx.config.data.train_split, ctx.section.deep_negatives
+        out = ctx.work / "examples-deep"
+        return deep_examples(ctx.tables, split, ctx.path("examples"), ctx.path("candidates"),
+                             count, ctx.config.seed, out)  # fmt: skip
     if "augmented" not in ctx.inputs:
         return ctx.path("examples")
     combined = ctx.work / "examples-combined"
