@@ -40,7 +40,7 @@ def run_workers(
     """
     gpu = settings.gpus_per_actor > 0
     if settings.actors == 0:
-        local = worker(*args, gpu=gpu, cpus=settings.cpus_per_actor)
+        local = worker(*args, gpu=gpu)  # the driver's threads stay as they are
         for item in items:
             yield local({key: [value] for key, value in item.items()})
         return

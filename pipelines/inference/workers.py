@@ -28,9 +28,14 @@ def read_slice(batch: dict, columns: list[str]) -> pa.Table:
     return pq.read_table(str(path), columns=columns).slice(int(start), int(rows))
 
 
-def place(model: torch.nn.Module, gpu: bool, cpus: float, precision: str):
-    """``model`` on its device in eval mode, and the precision it will run in there."""
-    torch.set_num_threads(max(1, int(cpus)))  # Ray leaves an actor's torch at one thread
+def place(model: torch.nn.Module, gpu: bool, cpus: float | None, precision: str):
+    """``model`` on its device in eval mode, and the precision it will run in there.
+
+    ``cpus``: the CPUs a Ray actor reserved; Ray leaves an actor's torch at one thread, so it
+    gets that many. None (a worker in the driver, ``actors: 0``) leaves the process's threads
+    as they are: the driver has the machine, and the setting would outlive the stage."""
+    if cpus is not None:
+        torch.set_num_threads(max(1, int(cpus)))
     device = torch.device("cuda" if gpu else "cpu")
     return model.to(device).eval(), resolve_precision(precision, device)
 
@@ -38,7 +43,7 @@ def place(model: torch.nn.Module, gpu: bool, cpus: float, precision: str):
 class CorpusEncoder:
     """Corpus slice (pid, title, text) -> embeddings table (pid, vector)."""
 
-    def __init__(self, model_dir, batch_size, precision, dtype, overrides, *, gpu=False, cpus=1.0):
+    def __init__(self, model_dir, batch_size, precision, dtype, overrides, *, gpu=False, cpus=None):
         model = DualEncoder.from_pretrained(str(model_dir), **overrides)
         self.model, self.precision = place(model, gpu, cpus, precision)
         self.batch_size, self.dtype = batch_size, dtype
@@ -55,7 +60,7 @@ class CorpusEncoder:
 class QueryEncoder:
     """Queries slice (qid, text) -> query vectors (qid, vector), float32."""
 
-    def __init__(self, model_dir, batch_size, precision, overrides, *, gpu=False, cpus=1.0):
+    def __init__(self, model_dir, batch_size, precision, overrides, *, gpu=False, cpus=None):
         model = DualEncoder.from_pretrained(str(model_dir), **overrides)
         self.model, self.precision = place(model, gpu, cpus, precision)
         self.batch_size = batch_size
@@ -78,7 +83,7 @@ class PairScorer:
 
     def __init__(
         self, model_dir, corpus_dir, queries_dir, columns, depth, batch_size, precision,
-        *, gpu=False, cpus=1.0,
+        *, gpu=False, cpus=None,
     ):  # fmt: skip
         model = CrossEncoder.from_pretrained(str(model_dir))
         self.model, self.precision = place(model, gpu, cpus, precision)

@@ -170,3 +170,16 @@ def test_unknown_pid_is_one_error_and_no_table(tables, cross_dir, tmp_path):
         score_lists(cross_dir, tmp_path / "lists", ["pids"], tables / "corpus",
                     tables / "queries", tmp_path / "scores", LOCAL)  # fmt: skip
     assert not table_exists(tmp_path / "scores")
+
+
+def test_driver_workers_leave_the_process_threads_alone(tables, tiny_bert_dir, tmp_path):
+    """With actors: 0 the worker runs in the driver: it must not cut the driver's torch threads
+    to cpus_per_actor (1 by default), which made every later in-driver stage single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        settings = InferenceSettings(actors=0, cpus_per_actor=1, batch_size=16)
+        encode_queries_table(tiny_bert_dir, tables / "queries", tmp_path / "q", settings)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
