@@ -7,8 +7,7 @@ with configs/train/scifact_dual.yaml's settings (cross-batch loss over 32 passag
 lr 2e-5, no hard negatives) once per seed, and score every model on the eval split by exact
 search (nDCG@10, R@100). Pre-training and fine-tuning run through the library's training loop
 (DeepSpeed, one process: `launcher: local`, on CUDA when there is one), so the same script runs
-on a GPU node or, slowly, on a CPU. Exact search is a matrix product here, so neither Ray nor
-FAISS is needed.
+on a GPU node or, slowly, on a CPU. Search is exact (one matrix product), no Ray.
 
 Usage: python benchmarks/pretrain.py --tables runs/scifact/prepare [--seeds 42 43 44]
            [--pretrain-lrs 5e-5 1e-5] [--methods retromae simcse] [--smoke]
@@ -32,6 +31,7 @@ from pipelines.config import PretrainStage  # noqa: E402
 from pipelines.launch_settings import LaunchSettings  # noqa: E402
 from pipelines.train_launcher import launch  # noqa: E402
 from retrieval.encoding import encode_passages, encode_queries  # noqa: E402
+from retrieval.evaluator import read_qrels  # noqa: E402
 from retrieval.metrics import evaluate  # noqa: E402
 from retrieval.models import DualEncoder  # noqa: E402
 from retrieval.tables.store import read_table  # noqa: E402
@@ -76,16 +76,7 @@ def score(args, model_dir: Path, **overrides) -> dict[str, float]:
         qid: {pids[j]: s for s, j in zip(scores.tolist(), rows.tolist())}
         for qid, scores, rows in zip(queries["qid"].to_pylist(), top.values, top.indices)
     }
-    return evaluate(qrels(args.tables / f"qrels-{args.split}"), run, ("ndcg@10", "recall@100"))
-
-
-def qrels(table_dir: Path) -> dict[str, dict[str, int]]:
-    """A qrels table as pytrec_eval's dict (retrieval.evaluator's reader would import FAISS)."""
-    judged: dict[str, dict[str, int]] = {}
-    rows = read_table(table_dir)
-    for qid, pid, rel in zip(*(rows[c].to_pylist() for c in ("qid", "pid", "relevance"))):
-        judged.setdefault(qid, {})[pid] = rel
-    return judged
+    return evaluate(read_qrels(args.tables / f"qrels-{args.split}"), run, ("ndcg@10", "recall@100"))
 
 
 def pretrained_starts(args, base: Path) -> dict[str, Path]:
