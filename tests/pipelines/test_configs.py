@@ -163,3 +163,14 @@ def test_a_group_larger_than_the_mined_negatives_is_one_line(tmp_path, stage):
     message = str(err.value)
     assert f"key 'stages.{stage}.train.group_size': 8 needs 7 negatives" in message
     assert "stages.mine.negatives keeps at most 6" in message and "\n" not in message
+
+
+def test_scifact_pretrain_is_scifact_plus_the_pretrain_stage():
+    """The two runs are compared to measure pre-training alone (README, "Domain pre-training"),
+    so every other setting must match: a lever kept in scifact.yaml must reach both."""
+    by_name = {p.stem: yaml.safe_load(p.read_text()) for p in CONFIGS}
+    plain, pretrain = by_name["scifact"], by_name["scifact_pretrain"]
+    assert pretrain["stages"].pop("pretrain")["enabled"] is True
+    assert {k: v for k, v in pretrain.items() if k != "name"} == {
+        k: v for k, v in plain.items() if k != "name"
+    }
