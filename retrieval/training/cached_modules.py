@@ -38,7 +38,9 @@ class CachedDualTrainingModule(DualTrainingModule):
             Encoding(self.model.encode_query, query_inputs, self.chunks.query_chunk),
             Encoding(self.model.encode_passage, passage_inputs, self.chunks.passage_chunk),
         ]
-        return cached_loss(encodings, self.embedding_loss, trainable(self))
+        return cached_loss(
+            encodings, self.embedding_loss, trainable(self), self.chunks.keep_last
+        )
 
 
 class CachedJointTrainingModule(JointTrainingModule):
@@ -59,7 +61,7 @@ class CachedJointTrainingModule(JointTrainingModule):
             Encoding(self.dual.encode_passage, passage_inputs, self.chunks.passage_chunk),
             Encoding(self.cross, pair_inputs, self.chunks.pair_chunk),
         ]
-        return cached_loss(encodings, self.list_loss, trainable(self))
+        return cached_loss(encodings, self.list_loss, trainable(self), self.chunks.keep_last)
 
 
 def with_grad_cache(module: nn.Module, chunks: GradCacheConfig) -> nn.Module:

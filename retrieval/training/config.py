@@ -108,6 +108,11 @@ class GradCacheConfig(Strict):
         ge=1,
         description="joint: (query, passage) pairs the re-ranker scores at once",
     )
+    keep_last: bool = Field(
+        default=True,
+        description="encode each kind's last chunk once, with its graph kept through the "
+        "step (one forward saved per kind; one more chunk of activations per kind held)",
+    )
 
     def summary(self, kind: str) -> str:
         """How the batch is split, as the training log says it."""

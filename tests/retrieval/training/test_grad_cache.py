@@ -60,7 +60,8 @@ def count_forwards(module: nn.Module) -> list:
     return calls
 
 
-def test_cached_step_has_the_full_batch_gradients(tiny_bert_dir):
+@pytest.mark.parametrize("keep_last", [True, False], ids=["keep-last", "re-encode-all"])
+def test_cached_step_has_the_full_batch_gradients(tiny_bert_dir, keep_last):
     model = dual_encoder(tiny_bert_dir).eval()  # dropout off: the whole batch is the reference
     plain = DualTrainingModule(model, InfoNCELoss(temperature=0.05, similarity="cosine"))
     batch = dual_batch(model)
@@ -70,10 +71,12 @@ def test_cached_step_has_the_full_batch_gradients(tiny_bert_dir):
     want = gradients(plain)
     assert len(calls) == 2  # queries, passages: one forward each
     model.zero_grad(set_to_none=True)
-    cached = with_grad_cache(plain, CHUNKS)
+    cached = with_grad_cache(plain, CHUNKS.model_copy(update={"keep_last": keep_last}))
     loss = cached(**batch)
     loss.backward()
-    assert len(calls) == 2 + 2 * (2 + 3)  # every chunk twice: without, then with a graph
+    # every chunk twice (without, then with a graph), but for each side's last chunk, encoded
+    # once with its graph kept, when keep_last
+    assert len(calls) == 2 + 2 * (2 + 3) - (2 if keep_last else 0)
     assert isinstance(cached, CachedDualTrainingModule) and cached.model is model
     torch.testing.assert_close(loss, want_loss, rtol=0, atol=1e-12)
     assert_same_gradients(gradients(cached), want, **F64)
@@ -114,7 +117,7 @@ def test_cached_joint_step_has_the_full_batch_gradients(tiny_bert_dir):
     loss = cached(**batch)
     loss.backward()
     assert isinstance(cached, CachedJointTrainingModule)
-    assert len(calls) == 1 + 2 * 3  # 12 pairs in chunks of 5, each twice
+    assert len(calls) == 1 + 2 * 3 - 1  # 12 pairs in chunks of 5, each twice but the last
     torch.testing.assert_close(loss, want_loss, rtol=0, atol=1e-12)
     assert_same_gradients(gradients(cached), want, **F64)
 
