@@ -38,9 +38,7 @@ class CachedDualTrainingModule(DualTrainingModule):
             Encoding(self.model.encode_query, query_inputs, self.chunks.query_chunk),
             Encoding(self.model.encode_passage, passage_inputs, self.chunks.passage_chunk),
         ]
-        return cached_loss(
-            encodings, self.embedding_loss, trainable(self), self.chunks.keep_last
-        )
+        return cached_loss(encodings, self.embedding_loss, trainable(self), self.chunks.keep_last)
 
 
 class CachedJointTrainingModule(JointTrainingModule):
