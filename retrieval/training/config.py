@@ -109,9 +109,10 @@ class GradCacheConfig(Strict):
         description="joint: (query, passage) pairs the re-ranker scores at once",
     )
     keep_last: bool = Field(
-        default=True,
+        default=False,
         description="encode each kind's last chunk once, with its graph kept through the "
-        "step (one forward saved per kind; one more chunk of activations per kind held)",
+        "step: one forward saved per kind, for one more chunk of activations per kind held "
+        "(off by default: memory is what gradient caching is for)",
     )
 
     def summary(self, kind: str) -> str:

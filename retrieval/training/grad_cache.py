@@ -104,7 +104,7 @@ def cached_loss(
     encodings: Sequence[Encoding],
     loss_fn: Callable[..., torch.Tensor],
     params: Sequence[torch.Tensor],
-    keep_last: bool = True,
+    keep_last: bool = False,
 ) -> torch.Tensor:
     """``loss_fn(*embeddings)`` of the whole batch, whose backward gives ``params`` the
     gradients of the uncached step (passes 1-3 of the module docstring)."""

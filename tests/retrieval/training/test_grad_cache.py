@@ -42,8 +42,9 @@ from tests.retrieval.training.grad_cache_cases import (
     joint_batch,
 )
 
-# Uneven on purpose: the last chunk of each side is a remainder (6 = 4+2, 12 = 5+5+2).
-CHUNKS = GradCacheConfig(query_chunk=4, passage_chunk=5, pair_chunk=5)
+# Uneven on purpose: the last chunk of each side is a remainder (6 = 4+2, 12 = 5+5+2). The
+# cases here keep each side's last chunk's graph; LOCAL_CHUNKS (below) re-encode it (the default).
+CHUNKS = GradCacheConfig(query_chunk=4, passage_chunk=5, pair_chunk=5, keep_last=True)
 # float64 steps agree to rounding (1e-15); the brief's bound is 1e-6.
 F64 = {"rtol": 1e-6, "atol": 1e-9}
 # DeepSpeed all-reduces only float16/bfloat16/float32 gradients (engine.py asserts "unsupported
