@@ -118,7 +118,8 @@ class GradCacheConfig(Strict):
     def summary(self, kind: str) -> str:
         """How the batch is split, as the training log says it."""
         text = f"query chunk {self.query_chunk}, passage chunk {self.passage_chunk}"
-        return text + (f", pair chunk {self.pair_chunk}" if kind == "joint" else "")
+        text += f", pair chunk {self.pair_chunk}" if kind == "joint" else ""
+        return text + (", last chunk encoded once (keep_last)" if self.keep_last else "")
 
 
 GRAD_CACHE_KINDS = ("dual", "joint")

@@ -1,6 +1,6 @@
 import pytest
 
-from retrieval.training.config import load_train_config
+from retrieval.training.config import GradCacheConfig, load_train_config
 
 
 def _write(tmp_path, text):
@@ -47,3 +47,16 @@ def test_missing_path_is_named(tmp_path):
     path = _write(tmp_path, BASE.replace("TABLES", str(tmp_path / "nope")))
     with pytest.raises(FileNotFoundError, match="key 'data.tables'"):
         load_train_config(path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "keep_last", "expected"),
+    [
+        ("dual", False, "query chunk 8, passage chunk 16"),
+        ("joint", False, "query chunk 8, passage chunk 16, pair chunk 4"),
+        ("dual", True, "query chunk 8, passage chunk 16, last chunk encoded once (keep_last)"),
+    ],
+)
+def test_grad_cache_summary_names_every_setting_in_effect(kind, keep_last, expected):
+    config = GradCacheConfig(query_chunk=8, passage_chunk=16, pair_chunk=4, keep_last=keep_last)
+    assert config.summary(kind) == expected
