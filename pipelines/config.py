@@ -161,6 +161,12 @@ class SearchSettings(Strict):
 class MineStage(Stage, InferenceSettings, SearchSettings):
     depth: int = Field(default=100, ge=1, description="retrieve this many per train query")
     negatives: int = Field(default=30, ge=1, description="keep the top N non-positives")
+    title_queries: int = Field(
+        default=0,
+        ge=0,
+        description="also mine N corpus titles as queries, each with its own passage as "
+        "positive; train_cross trains on them too (pipelines/stages/title_queries.py)",
+    )
 
 
 class DenoiseStage(Stage, InferenceSettings):

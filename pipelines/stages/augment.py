@@ -12,8 +12,6 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
 from pipelines.config import PipelineConfig
 from pipelines.inference.search import search_table
 from pipelines.inference.steps import encode_queries_table, score_lists
@@ -22,9 +20,10 @@ from pipelines.stages.ce_scores import sigmoid
 from pipelines.stages.context import StageContext
 from pipelines.stages.corpus_vectors import embeddings_source, encode_stage_corpus
 from pipelines.stages.spec import External, Output, StageSpec
+from pipelines.stages.titles import drawn_titles
 from retrieval.errors import ConfigError
 from retrieval.tables.schemas import CANDIDATES, EXAMPLES, QUERIES
-from retrieval.tables.store import iter_rows, iter_shards, write_table
+from retrieval.tables.store import iter_rows, write_table
 
 
 def unlabeled_queries(ctx: StageContext) -> list[str]:
@@ -34,30 +33,11 @@ def unlabeled_queries(ctx: StageContext) -> list[str]:
         lines = ctx.path("queries_file").read_text(encoding="utf-8").splitlines()
         texts += [line.strip() for line in lines if line.strip()]
     if section.from_corpus:
-        texts += corpus_titles(ctx.path("corpus"), section.from_corpus, ctx.config.seed)
+        drawn = drawn_titles(ctx.path("corpus"), section.from_corpus, ctx.config.seed)
+        texts += [title for _, title in drawn]
     if not texts:
         raise ConfigError("stage augment: set stages.augment.queries_file or from_corpus")
     return list(dict.fromkeys(texts))
-
-
-def corpus_titles(corpus: Path, count: int, seed: int) -> list[str]:
-    """``count`` passage titles of 4+ words drawn at random, in corpus order. Two passes over
-    the title column, a shard at a time (count the eligible titles, then take the drawn ones),
-    so a 21M-passage corpus's titles are never all in memory."""
-
-    def eligible(shard) -> list[str]:
-        return [t for t in shard["title"].to_pylist() if t and len(t.split()) >= 4]
-
-    total = sum(len(eligible(shard)) for shard in iter_shards(corpus, ["title"]))
-    rng = np.random.default_rng(seed)
-    picked = np.sort(rng.choice(total, size=min(count, total), replace=False))
-    titles, seen = [], 0
-    for shard in iter_shards(corpus, ["title"]):
-        candidates = eligible(shard)
-        inside = picked[(picked >= seen) & (picked < seen + len(candidates))]
-        titles += [candidates[i - seen] for i in inside]
-        seen += len(candidates)
-    return titles
 
 
 def spec(config: PipelineConfig, name: str) -> StageSpec:

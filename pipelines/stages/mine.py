@@ -4,7 +4,8 @@ the top non-positive ones become hard-negative candidates (RocketQA's mined nega
 Everything streams: corpus and queries are encoded by the inference layer, the search runs a
 chunk of queries at a time over searchers that each hold part of the corpus vectors, and the
 examples are built a chunk at a time; the driver never holds the corpus, its vectors or all
-candidates."""
+candidates. With ``title_queries: N`` it also mines N corpus titles as queries for train_cross
+(pipelines/stages/title_queries.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pipelines.stages.context import StageContext
 from pipelines.stages.corpus_vectors import encode_stage_corpus
 from pipelines.stages.negatives import examples_from_candidates
 from pipelines.stages.spec import Output, StageSpec
+from pipelines.stages.title_queries import mine_titles
 from retrieval.tables.schemas import CANDIDATES, EXAMPLES
 from retrieval.tables.store import write_table
 
@@ -30,8 +32,15 @@ def spec(config: PipelineConfig, name: str) -> StageSpec:
             "tables": Output("prepare"),
             "model": Output(last_dual_before(config, name), "model"),
         },
-        writes=("embeddings", f"candidates-{split}", f"examples-{split}"),
+        writes=("embeddings", f"candidates-{split}", f"examples-{split}", *title_tables(config)),
     )
+
+
+def title_tables(config: PipelineConfig) -> tuple[str, ...]:
+    """The title queries' tables mine writes when ``title_queries`` is set."""
+    if not config.stages.mine.title_queries:
+        return ()
+    return ("queries-titles", "candidates-titles", "examples-titles")
 
 
 def run(ctx: StageContext) -> dict:
@@ -56,7 +65,10 @@ def run(ctx: StageContext) -> dict:
         examples_from_candidates(ctx.tables, split, candidates, section.negatives, counts),
         EXAMPLES,
     )
-    return {
+    metrics = {
         "queries": queries["rows"],
         "examples_with_negatives": counts["examples_with_negatives"],
     }
+    if section.title_queries:
+        metrics["title_queries"] = mine_titles(ctx, model_dir, embeddings)
+    return metrics

@@ -44,8 +44,8 @@ def spec(config: PipelineConfig, name: str) -> StageSpec:
     if name in EXAMPLES_FROM:
         stage, table = EXAMPLES_FROM[name]
         reads["examples"] = Output(stage, table.format(split=split))
-    if name == "train_cross" and config.stages.train_cross.deep_negatives:
-        reads["candidates"] = Output("mine", f"candidates-{split}")
+    if name == "train_cross":
+        reads.update(cross_reads(config, split))
     if name == "train_dual_2":
         reads["augmented"] = Output("augment", "examples-augmented")
     if name == "train_joint":
@@ -58,17 +58,48 @@ def spec(config: PipelineConfig, name: str) -> StageSpec:
     )
 
 
+def cross_reads(config: PipelineConfig, split: str) -> dict:
+    """train_cross's extra inputs: mine's lists (deep negatives), its title queries' examples
+    (and their lists) when mine drew any."""
+    deep, titles = config.stages.train_cross.deep_negatives, config.stages.mine.title_queries
+    reads = {"candidates": Output("mine", f"candidates-{split}")} if deep else {}
+    if titles:
+        reads["titles"] = Output("mine", "examples-titles")
+    if titles and deep:
+        reads["title_candidates"] = Output("mine", "candidates-titles")
+    return reads
+
+
+def cross_examples(ctx: StageContext) -> Path:
+    """train_cross's examples: mine's, plus its title queries' when it drew any, each with
+    deep negatives from its own lists when ``deep_negatives`` is set."""
+    parts = [("examples", "candidates", ctx.config.data.train_split)]
+    if "titles" in ctx.inputs:
+        parts.append(("titles", "title_candidates", "titles"))  # no answers-titles table
+    tables = []
+    for examples, candidates, split in parts:
+        path = ctx.path(examples)
+        if ctx.section.deep_negatives:
+            out = ctx.work / f"{examples}-deep"
+            path = deep_examples(ctx.tables, split, path, ctx.path(candidates),
+                                 ctx.section.deep_negatives, ctx.config.seed, out)  # fmt: skip
+        tables.append(path)
+    if len(tables) == 1:
+        return tables[0]
+    combined = ctx.work / "examples-combined"
+    shards = chain.from_iterable(iter_shards(table) for table in tables)
+    write_table(combined, (shard.cast(EXAMPLES) for shard in shards), EXAMPLES)
+    return combined
+
+
 def examples_for(ctx: StageContext) -> Path | None:
     """The examples table a stage trains on (None: positives from qrels only)."""
     if ctx.name == "train_dual_0":
         if ctx.section.bm25_negatives:
             return bm25_examples(ctx, ctx.config.data.train_split)
         return None
-    if "candidates" in ctx.inputs:  # train_cross with deep negatives
-        split, count = ctx.config.data.train_split, ctx.section.deep_negatives
-        out = ctx.work / "examples-deep"
-        return deep_examples(ctx.tables, split, ctx.path("examples"), ctx.path("candidates"),
-                             count, ctx.config.seed, out)  # fmt: skip
+    if ctx.name == "train_cross":
+        return cross_examples(ctx)
     if "augmented" not in ctx.inputs:
         return ctx.path("examples")
     combined = ctx.work / "examples-combined"

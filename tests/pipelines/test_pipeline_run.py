@@ -11,10 +11,11 @@ import pytest
 import yaml
 
 from pipelines.config import STAGE_ORDER, load_pipeline_config
+from pipelines.fingerprint import output_id
 from retrieval.evaluator import read_qrels
 from retrieval.metrics import evaluate
 from retrieval.metrics.trec_run import read_trec_run
-from retrieval.tables import read_manifest
+from retrieval.tables import read_manifest, read_table
 from tests.helpers_cli import finish, rqa
 
 # Every stage the tiny config runs: all but pretrain (tests/pipelines/test_pretrain_stage.py).
@@ -37,7 +38,7 @@ def tiny_config(tmp_path: Path, name: str, model: Path, scifact: Path) -> Path:
         "data": {"beir": str(scifact), "max_corpus": 150},
         "stages": {
             "train_dual_0": {"bm25_negatives": 5, "train": {**TRAIN, "hard_negatives": 1}},
-            "mine": {"depth": 10, "negatives": 4, "actors": 1},  # on Ray Data
+            "mine": {"depth": 10, "negatives": 4, "actors": 1, "title_queries": 6},  # on Ray Data
             "train_cross": {"train": {**TRAIN, "loss": "pointwise_bce", "group_size": 3,
                                       "cross_max_len": 64}},
             # a random re-ranker is unsure of everything: loose thresholds keep lists non-empty
@@ -82,6 +83,17 @@ def test_every_stage_runs_and_the_report_is_written(finished_run):
     assert not list(run_dir.glob(".*tmp*"))
     corpus_rows = read_manifest(run_dir / "prepare" / "corpus")["rows"]
     assert read_manifest(run_dir / "mine" / "embeddings")["rows"] == corpus_rows
+
+
+def test_mine_draws_title_queries_that_train_cross_trains_on(finished_run):
+    _, run_dir, _ = finished_run
+    titles = read_table(run_dir / "mine" / "examples-titles").to_pylist()
+    assert len(titles) == 6
+    for row in titles:
+        assert row["positives"] == [row["qid"].removeprefix("title-")]
+        assert row["negatives"] and row["positives"][0] not in row["negatives"]
+    inputs = manifest(run_dir, "train_cross")["basis"]["inputs"]
+    assert inputs["titles"] == output_id(manifest(run_dir, "mine"))
 
 
 def test_evaluate_reuses_the_embeddings_mine_made_with_the_same_numbers(finished_run):

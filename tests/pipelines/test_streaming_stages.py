@@ -7,11 +7,11 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.stages import negatives
-from pipelines.stages.augment import corpus_titles
+from pipelines.stages.titles import drawn_titles
 from retrieval.tables import CANDIDATES, CORPUS, read_table, write_table
 
 
-def test_corpus_titles_equal_one_draw_over_all_titles(tmp_path):
+def test_drawn_titles_equal_one_draw_over_all_titles(tmp_path):
     rng = np.random.default_rng(1)
     words = ["alpha", "beta", "gamma", "delta", "eps"]
     rows = [
@@ -20,10 +20,10 @@ def test_corpus_titles_equal_one_draw_over_all_titles(tmp_path):
         for i in range(500)
     ]  # fmt: skip
     write_table(tmp_path / "corpus", rows, CORPUS, shard_rows=37)
-    titles = [r["title"] for r in rows if r["title"] and len(r["title"].split()) >= 4]
+    titles = [(r["pid"], r["title"]) for r in rows if r["title"] and len(r["title"].split()) >= 4]
     picked = np.random.default_rng(7).choice(len(titles), size=60, replace=False)
-    assert corpus_titles(tmp_path / "corpus", 60, seed=7) == [titles[i] for i in sorted(picked)]
-    assert corpus_titles(tmp_path / "corpus", 10_000, seed=7) == titles  # all, when too few
+    assert drawn_titles(tmp_path / "corpus", 60, seed=7) == [titles[i] for i in sorted(picked)]
+    assert drawn_titles(tmp_path / "corpus", 10_000, seed=7) == titles  # all, when too few
 
 
 def test_examples_in_chunks_equal_the_whole_split(tmp_path, scifact_tables, monkeypatch):
