@@ -2,8 +2,10 @@
 whose positive is their own passage and whose negatives are the dense retriever's top other
 passages, and train_cross trains on them beside the labelled queries.
 
-Why: SciFact's re-ranker learns its 709 training claims by heart and loses on new ones
-(docs/reranker.md); titles give it many more queries from the corpus itself, with no labels.
+Why: SciFact's re-ranker learns its 709 training claims by heart and loses on new ones;
+titles give it many more queries from the corpus itself, with no labels. Measured there, they
+hurt (docs/reranker.md: a title finds its own passage too easily, unlike a claim), so it is off
+by default, for corpora whose titles read like their queries.
 A retrieved passage with the very same title as the query's own (one article cut into several
 passages, as in NQ's Wikipedia) is not taken as a negative: it is likely about the same thing.
 """
