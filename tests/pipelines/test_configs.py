@@ -174,22 +174,3 @@ def test_scifact_pretrain_is_scifact_plus_the_pretrain_stage():
     assert {k: v for k, v in pretrain.items() if k != "name"} == {
         k: v for k, v in plain.items() if k != "name"
     }
-
-
-def test_scifact_len256_is_scifact_with_a_longer_reranker_pair():
-    """docs/reranker.md compares the two whole runs to measure the re-ranker's pair length
-    alone, so only the two cross_max_len settings (and train_joint's gradient caching, which
-    keeps its gradients) may differ."""
-    by_name = {p.stem: yaml.safe_load(p.read_text()) for p in CONFIGS}
-    plain, longer = by_name["scifact"], by_name["scifact_len256"]
-    for stage in ("train_cross", "train_joint"):
-        train = longer["stages"][stage]["train"]
-        assert (plain["stages"][stage]["train"]["cross_max_len"], train["cross_max_len"]) == (
-            192,
-            256,
-        )
-        train["cross_max_len"] = 192
-    assert longer["stages"]["train_joint"]["train"].pop("grad_cache") == {"pair_chunk": 16}
-    assert {k: v for k, v in longer.items() if k != "name"} == {
-        k: v for k, v in plain.items() if k != "name"
-    }
