@@ -7,7 +7,9 @@ notices that the coupling lives only in the loss over the embeddings, which are 
 runs one step in three passes:
 
 1. encode every chunk of each input kind (queries, passages, re-ranker pairs) without a graph,
-   recording the random-number state before each chunk's forward;
+   recording the random-number state before each chunk's forward; the rows are first ordered
+   by length, so each chunk holds texts of similar length and is trimmed to its own longest
+   (:func:`length_chunks`), and the embeddings are put back in batch order;
 2. concatenate the chunks' embeddings into full-batch leaf tensors and compute the loss on them
    exactly as the uncached module does (cross-batch gathers included: every worker runs this
    pass, so the gather's backward all-reduce meets on every rank); ``d loss / d embeddings``
@@ -93,6 +95,27 @@ def trim_padding(inputs: Inputs) -> Inputs:
     }
 
 
+def length_chunks(inputs: Inputs, size: int) -> tuple[list[Inputs], torch.Tensor | None]:
+    """``inputs`` as chunks of ``size`` rows, shortest texts first, and the row order used
+    (None: batch order). A chunk's cost follows its longest row; in batch order nearly every
+    chunk has a long text, sorted only the last ones do. The loss sees every row either way,
+    so the step's gradients do not change, only where padding is cut."""
+    mask = inputs.get("attention_mask")
+    if mask is None or mask.dim() != 2:
+        return split_rows(inputs, size), None
+    order = torch.argsort(mask.sum(dim=1), stable=True)
+    return split_rows({k: v[order] for k, v in inputs.items()}, size), order
+
+
+def in_batch_order(rows: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+    """Rows produced in ``order`` (from :func:`length_chunks`) put back in batch order."""
+    if order is None:
+        return rows
+    restored = torch.empty_like(rows)
+    restored[order] = rows
+    return restored
+
+
 def split_rows(inputs: Inputs, size: int) -> list[Inputs]:
     """``inputs`` (tensors with rows along dim 0) as chunks of ``size`` rows, each trimmed."""
     rows = next(iter(inputs.values())).shape[0]
@@ -108,18 +131,20 @@ def cached_loss(
 ) -> torch.Tensor:
     """``loss_fn(*embeddings)`` of the whole batch, whose backward gives ``params`` the
     gradients of the uncached step (passes 1-3 of the module docstring)."""
-    chunks = [split_rows(e.inputs, e.chunk) for e in encodings]
+    chunks, orders = zip(*(length_chunks(e.inputs, e.chunk) for e in encodings))
     if not torch.is_grad_enabled():
-        return loss_fn(*first_pass(encodings, chunks, keep_last=False)[1])
-    states, embeddings = first_pass(encodings, chunks, keep_last)
+        return loss_fn(*first_pass(encodings, chunks, orders, keep_last=False)[1])
+    states, embeddings = first_pass(encodings, chunks, orders, keep_last)
     leaves = [e.requires_grad_() for e in embeddings]
     with torch.enable_grad():
         loss = loss_fn(*leaves)
     cached = torch.autograd.grad(loss, [*leaves, *params], allow_unused=True)
     grads = [widened(g) for g in cached[len(leaves) :]]
     after = RngState.capture()
-    for encoding, pieces, chunk_states, grad in zip(encodings, chunks, states, cached):
+    kinds = zip(encodings, chunks, orders, states, cached)
+    for encoding, pieces, order, chunk_states, grad in kinds:
         if grad is not None:
+            grad = grad if order is None else grad[order]  # the chunks' row order
             replay(encoding.encode, pieces, chunk_states, grad.split(encoding.chunk), params, grads)
     after.restore()  # the random draws go on from where the first pass left them
     # Only parameters the loss reached become inputs: as after a plain forward, the others
@@ -129,13 +154,17 @@ def cached_loss(
 
 
 def first_pass(
-    encodings: Sequence[Encoding], chunks: list[list[Inputs]], keep_last: bool
+    encodings: Sequence[Encoding],
+    chunks: Sequence[list[Inputs]],
+    orders: Sequence[torch.Tensor | None],
+    keep_last: bool,
 ) -> tuple[list[list[RngState | torch.Tensor]], list[torch.Tensor]]:
     """Each chunk encoded without a graph, and the random-number state its forward began in;
-    with ``keep_last``, each kind's last chunk is encoded with its graph, kept in place of its
-    state, so pass 3 back-propagates it instead of encoding it again."""
+    the embeddings in batch order. With ``keep_last``, each kind's last chunk (its longest
+    texts) is encoded with its graph, kept in place of its state, so pass 3 back-propagates it
+    instead of encoding it again."""
     states, embeddings = [], []
-    for encoding, pieces in zip(encodings, chunks):
+    for encoding, pieces, order in zip(encodings, chunks, orders):
         side_states, outputs = [], []
         for i, inputs in enumerate(pieces):
             if keep_last and i == len(pieces) - 1:
@@ -148,7 +177,7 @@ def first_pass(
             with torch.no_grad():
                 outputs.append(encoding.encode(inputs))
         states.append(side_states)
-        embeddings.append(torch.cat(outputs))
+        embeddings.append(in_batch_order(torch.cat(outputs), order))
     return states, embeddings
 
 

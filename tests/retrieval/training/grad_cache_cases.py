@@ -10,7 +10,7 @@ from torch import nn
 
 from retrieval.models import DualEncoder
 from retrieval.models.cross_encoder import CrossEncoder
-from retrieval.training.grad_cache import split_rows
+from retrieval.training.grad_cache import in_batch_order, length_chunks
 
 QUERIES = [
     "what do cats eat",
@@ -63,7 +63,8 @@ def gradients(module: nn.Module) -> dict[str, torch.Tensor]:
 def chunked_embeddings(encode, inputs: dict, chunk: int) -> torch.Tensor:
     """``encode`` over the chunks the cached step uses, with a graph: the dropout masks then
     are the ones the cached step draws (a whole-batch forward draws others)."""
-    return torch.cat([encode(part) for part in split_rows(inputs, chunk)])
+    parts, order = length_chunks(inputs, chunk)
+    return in_batch_order(torch.cat([encode(part) for part in parts]), order)
 
 
 def assert_same_gradients(got: dict, want: dict, rtol: float, atol: float) -> None:

@@ -25,7 +25,7 @@ from retrieval.training.cached_modules import (
     with_grad_cache,
 )
 from retrieval.training.config import GradCacheConfig, load_train_config
-from retrieval.training.grad_cache import split_rows, trim_padding
+from retrieval.training.grad_cache import in_batch_order, length_chunks, split_rows, trim_padding
 from retrieval.training.loop import build, deepspeed_config
 from retrieval.training.modules import DualTrainingModule, JointTrainingModule
 from retrieval.training.rng_state import RngState
@@ -222,6 +222,21 @@ def test_chunks_drop_trailing_padding_only():
     assert last["input_ids"].tolist() == [[8, 9, 9, 9]]
     left = {"input_ids": torch.tensor([[0, 0, 5]]), "attention_mask": torch.tensor([[0, 0, 1]])}
     assert trim_padding(left) is left  # leading padding stays: positions must not move
+
+
+def test_chunks_hold_texts_of_similar_length_and_come_back_in_batch_order():
+    lengths = [4, 1, 3, 1, 4, 2]
+    ids = torch.tensor(
+        [[10 * r + c + 1 if c < n else 0 for c in range(4)] for r, n in enumerate(lengths)]
+    )
+    inputs = {"input_ids": ids, "attention_mask": (ids != 0).long()}
+    chunks, order = length_chunks(inputs, 2)
+    # in batch order every chunk pairs a long row with a short one and keeps its width
+    assert [c["input_ids"].shape[1] for c in split_rows(inputs, 2)] == [4, 3, 4]
+    assert [c["input_ids"].shape[1] for c in chunks] == [1, 3, 4]
+    assert [c["attention_mask"].sum().item() for c in chunks] == [2, 5, 8]  # no row lost
+    rows = torch.cat([c["input_ids"][:, 0] for c in chunks])  # each row's first id names it
+    assert in_batch_order(rows, order).tolist() == ids[:, 0].tolist()
 
 
 # --- DeepSpeed -------------------------------------------------------------------------------
