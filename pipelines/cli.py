@@ -12,6 +12,7 @@ import os
 import sys
 
 from pipelines.commands import (
+    average,
     download,
     encode,
     evaluate,
@@ -39,6 +40,7 @@ COMMANDS = (
     evaluate_sts,
     evaluate_pairs,
     whiten,
+    average,
     train,
     run,
     report,
