@@ -14,7 +14,7 @@ examples/s is taken from the end of step 1 to the end of the last step, so loadi
 first step count for no one. Targets: the cached loop's peak RSS grows < 1.3x from the
 smallest batch to the largest, and its examples/s stays >= 0.8x the uncached loop's.
 Usage: python benchmarks/grad_cache.py [--batch-sizes 32,128,512] [--chunk 16] [--steps 3]
-       [--no-keep-last]
+       [--keep-last N] [--no-peer]
        python benchmarks/grad_cache.py --quick   # tiny random BERT, batch 32 and 64, 2 steps
 """
 
@@ -47,11 +47,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=3, help="training steps per run (>= 2)")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds (median)")
     parser.add_argument(
-        "--no-keep-last",
-        dest="keep_last",
-        action="store_false",
-        help="cached loop: re-encode each side's last chunk (grad_cache's default) instead of "
-        "keeping its graph from the first pass",
+        "--keep-last",
+        type=int,
+        default=1,
+        help="cached loop: each side's last N chunks encoded once, their graphs kept (default "
+        "1; 0 re-encodes every chunk, the loop's default)",
+    )
+    parser.add_argument(
+        "--no-keep-last", dest="keep_last", action="store_const", const=0, help="--keep-last 0"
+    )
+    parser.add_argument(
+        "--no-peer", action="store_true", help="skip sentence-transformers (sweeps of the loop)"
     )
     parser.add_argument("--query-max-len", type=int, default=32)
     parser.add_argument("--passage-max-len", type=int, default=64)
@@ -110,7 +116,8 @@ def run_child(contender: str, batch: int, args: argparse.Namespace) -> dict:
             "--model", str(args.model), "--steps", str(args.steps), "--chunk", str(args.chunk),
             "--query-max-len", str(args.query_max_len),
             "--passage-max-len", str(args.passage_max_len), "--out", str(out),
-        ] + ([] if args.keep_last else ["--no-keep-last"])  # fmt: skip
+            "--keep-last", str(args.keep_last),
+        ]  # fmt: skip
         env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
         env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / "build" / "torch_extensions"))
         with open(log, "w") as sink:
@@ -126,12 +133,13 @@ def run_child(contender: str, batch: int, args: argparse.Namespace) -> dict:
     return {"ends": ends, "peak_rss_mib": usage.ru_maxrss / 1024}  # Linux: KiB
 
 
-def measure(args: argparse.Namespace, batches: list[int]) -> dict:
+def measure(args: argparse.Namespace, batches: list[int], contenders: tuple) -> dict:
     """``{batch: {contender: {"rates": [...], "rss": [...]}}}``, contenders rotating per round."""
-    results = {b: {c: {"rates": [], "rss": []} for c in CONTENDERS} for b in batches}
+    results = {b: {c: {"rates": [], "rss": []} for c in contenders} for b in batches}
+    n = len(contenders)
     for r in range(args.repeats):
         for batch in batches:
-            order = CONTENDERS[r % 3 :] + CONTENDERS[: r % 3]
+            order = contenders[r % n :] + contenders[: r % n]
             for contender in order:
                 run = run_child(contender, batch, args)
                 cell = results[batch][contender]
@@ -145,14 +153,14 @@ def measure(args: argparse.Namespace, batches: list[int]) -> dict:
     return results
 
 
-def summarise(results: dict, batches: list[int]) -> tuple[list[list], dict]:
+def summarise(results: dict, batches: list[int], contenders: tuple) -> tuple[list[list], dict]:
     """Table rows, and the ratios the targets are about."""
     small, large = batches[0], batches[-1]
     rows, ratios = [], {"cached_vs_uncached_speed": {}, "rss_growth": {}}
     for batch in batches:
         cells = results[batch]
         base = cells[UNCACHED]["rates"]
-        for contender in CONTENDERS:
+        for contender in contenders:
             rates, rss = cells[contender]["rates"], cells[contender]["rss"]
             speed = median([a / b for a, b in zip(rates, base)])  # per round: same load
             growth = median(rss) / median(results[small][contender]["rss"])
@@ -161,7 +169,7 @@ def summarise(results: dict, batches: list[int]) -> tuple[list[list], dict]:
         ratios["cached_vs_uncached_speed"][batch] = median(
             [a / b for a, b in zip(cells[CACHED]["rates"], base)]
         )
-    for contender in CONTENDERS:
+    for contender in contenders:
         ratios["rss_growth"][contender] = median(results[large][contender]["rss"]) / median(
             results[small][contender]["rss"]
         )
@@ -195,11 +203,12 @@ def main() -> None:
         raise SystemExit("--steps must be at least 2 (step 1 is not timed)")
     batches = sorted(int(b) for b in args.batch_sizes.split(","))
     scifact_tables()  # prepared once, outside the measured runs
-    results = measure(args, batches)
-    rows, ratios = summarise(results, batches)
+    contenders = CONTENDERS[:2] if args.no_peer else CONTENDERS
+    results = measure(args, batches, contenders)
+    rows, ratios = summarise(results, batches, contenders)
     headers = ["batch", "trainer", "examples/s", "vs rqa", "peak RSS MiB",
                f"RSS vs batch {batches[0]}"]  # fmt: skip
-    kept = "last chunk kept" if args.keep_last else "every chunk re-encoded"
+    kept = f"last {args.keep_last} kept" if args.keep_last else "every chunk re-encoded"
     print(
         f"\nSciFact train pairs, in-batch negatives, chunk {args.chunk} ({kept}), "
         f"{args.steps} steps (steady rate from step 2), {args.repeats} round(s), max length "

@@ -108,18 +108,23 @@ class GradCacheConfig(Strict):
         ge=1,
         description="joint: (query, passage) pairs the re-ranker scores at once",
     )
-    keep_last: bool = Field(
-        default=False,
-        description="encode each kind's last chunk once, with its graph kept through the "
-        "step: one forward saved per kind, for one more chunk of activations per kind held "
-        "(off by default: memory is what gradient caching is for)",
+    keep_last: int = Field(
+        default=0,
+        ge=0,
+        description="encode each kind's last N chunks (its longest texts) once, with their "
+        "graphs kept through the step (true = 1): N forwards saved per kind, for N more chunks "
+        "of activations per kind held, a constant that does not grow with the batch (0 by "
+        "default: memory is what gradient caching is for)",
     )
 
     def summary(self, kind: str) -> str:
         """How the batch is split, as the training log says it."""
         text = f"query chunk {self.query_chunk}, passage chunk {self.passage_chunk}"
         text += f", pair chunk {self.pair_chunk}" if kind == "joint" else ""
-        return text + (", last chunk encoded once (keep_last)" if self.keep_last else "")
+        if self.keep_last:
+            chunks = "chunk" if self.keep_last == 1 else f"{self.keep_last} chunks"
+            text += f", last {chunks} encoded once (keep_last)"
+        return text
 
 
 GRAD_CACHE_KINDS = ("dual", "joint")

@@ -23,7 +23,9 @@ embeddings of the whole batch. The price is a second forward per chunk (the firs
 having no graph). With ``keep_last`` the last chunk of each input kind is encoded with its
 graph in pass 1 and that graph is back-propagated in pass 3 instead of a second forward: one
 forward saved per kind (half the extra cost at two chunks a side) for one more chunk's
-activations per kind held through pass 3.
+activations per kind held through pass 3. ``keep_last = N`` keeps the last N chunks so: a
+memory budget of N chunks a kind that does not grow with the batch, spent to skip N of the
+second forwards (a batch of at most N chunks a side then runs as the plain step does).
 
 How it fits DeepSpeed: the engine expects ``loss = engine(**batch); engine.backward(loss);
 engine.step()``, with gradient reduction (all-reduce, or ZeRO-2's reduce-scatter in hooks that
@@ -127,13 +129,13 @@ def cached_loss(
     encodings: Sequence[Encoding],
     loss_fn: Callable[..., torch.Tensor],
     params: Sequence[torch.Tensor],
-    keep_last: bool = False,
+    keep_last: int = 0,
 ) -> torch.Tensor:
     """``loss_fn(*embeddings)`` of the whole batch, whose backward gives ``params`` the
     gradients of the uncached step (passes 1-3 of the module docstring)."""
     chunks, orders = zip(*(length_chunks(e.inputs, e.chunk) for e in encodings))
     if not torch.is_grad_enabled():
-        return loss_fn(*first_pass(encodings, chunks, orders, keep_last=False)[1])
+        return loss_fn(*first_pass(encodings, chunks, orders, keep_last=0)[1])
     states, embeddings = first_pass(encodings, chunks, orders, keep_last)
     leaves = [e.requires_grad_() for e in embeddings]
     with torch.enable_grad():
@@ -141,11 +143,8 @@ def cached_loss(
     cached = torch.autograd.grad(loss, [*leaves, *params], allow_unused=True)
     grads = [widened(g) for g in cached[len(leaves) :]]
     after = RngState.capture()
-    kinds = zip(encodings, chunks, orders, states, cached)
-    for encoding, pieces, order, chunk_states, grad in kinds:
-        if grad is not None:
-            grad = grad if order is None else grad[order]  # the chunks' row order
-            replay(encoding.encode, pieces, chunk_states, grad.split(encoding.chunk), params, grads)
+    for job in replay_order(encodings, chunks, orders, states, cached):
+        replay(*job, params, grads)
     after.restore()  # the random draws go on from where the first pass left them
     # Only parameters the loss reached become inputs: as after a plain forward, the others
     # (an unused pooler) get no gradient and fire no DeepSpeed hook.
@@ -157,17 +156,17 @@ def first_pass(
     encodings: Sequence[Encoding],
     chunks: Sequence[list[Inputs]],
     orders: Sequence[torch.Tensor | None],
-    keep_last: bool,
+    keep_last: int,
 ) -> tuple[list[list[RngState | torch.Tensor]], list[torch.Tensor]]:
     """Each chunk encoded without a graph, and the random-number state its forward began in;
-    the embeddings in batch order. With ``keep_last``, each kind's last chunk (its longest
-    texts) is encoded with its graph, kept in place of its state, so pass 3 back-propagates it
-    instead of encoding it again."""
+    the embeddings in batch order. Each kind's last ``keep_last`` chunks (its longest texts)
+    are encoded with their graphs, kept in place of their states, so pass 3 back-propagates
+    them instead of encoding them again."""
     states, embeddings = [], []
     for encoding, pieces, order in zip(encodings, chunks, orders):
         side_states, outputs = [], []
         for i, inputs in enumerate(pieces):
-            if keep_last and i == len(pieces) - 1:
+            if i >= len(pieces) - keep_last:
                 with torch.enable_grad():
                     kept = encoding.encode(inputs)
                 side_states.append(kept)
@@ -181,30 +180,44 @@ def first_pass(
     return states, embeddings
 
 
+def replay_order(encodings, chunks, orders, states, embedding_grads) -> list[tuple]:
+    """``(encode, inputs, state, cached gradient)`` of every chunk for pass 3, the chunks whose
+    graphs pass 1 kept first (a stable sort): their activations are freed before any chunk is
+    encoded again, so pass 3 holds the kept chunks or one re-encoded chunk, never both."""
+    jobs = []
+    for encoding, pieces, order, chunk_states, grad in zip(
+        encodings, chunks, orders, states, embedding_grads
+    ):
+        if grad is not None:
+            grad = grad if order is None else grad[order]  # the chunks' row order
+            parts = grad.split(encoding.chunk)
+            jobs += [(encoding.encode, *job) for job in zip(pieces, chunk_states, parts)]
+    return sorted(jobs, key=lambda job: not isinstance(job[2], torch.Tensor))
+
+
 def replay(
     encode: Callable[[Inputs], torch.Tensor],
-    pieces: list[Inputs],
-    states: list[RngState | torch.Tensor],
-    cached: Sequence[torch.Tensor],
+    inputs: Inputs,
+    state: RngState | torch.Tensor,
+    cached: torch.Tensor,
     params: Sequence[torch.Tensor],
     grads: list[torch.Tensor | None],
 ) -> None:
-    """Encode each chunk again with a graph, under its first pass's random state (or take the
+    """Encode one chunk again with a graph, under its first pass's random state (or take the
     output pass 1 kept with its graph), and add its parameter gradient
     ``d sum(embeddings * cached) / d params`` into ``grads``."""
-    for inputs, state, grad in zip(pieces, states, cached):
-        if isinstance(state, torch.Tensor):
-            output = state
-        else:
-            state.restore()
-            with torch.enable_grad():
-                output = encode(inputs)
-        if not output.requires_grad:
-            continue
-        chunk_grads = torch.autograd.grad(output, params, grad, allow_unused=True)
-        for i, g in enumerate(chunk_grads):
-            if g is not None:
-                grads[i] = widened(g) if grads[i] is None else grads[i].add_(g)
+    if isinstance(state, torch.Tensor):
+        output = state
+    else:
+        state.restore()
+        with torch.enable_grad():
+            output = encode(inputs)
+    if not output.requires_grad:
+        return
+    chunk_grads = torch.autograd.grad(output, params, cached, allow_unused=True)
+    for i, g in enumerate(chunk_grads):
+        if g is not None:
+            grads[i] = widened(g) if grads[i] is None else grads[i].add_(g)
 
 
 def widened(grad: torch.Tensor | None) -> torch.Tensor | None:

@@ -55,6 +55,7 @@ def test_missing_path_is_named(tmp_path):
         ("dual", False, "query chunk 8, passage chunk 16"),
         ("joint", False, "query chunk 8, passage chunk 16, pair chunk 4"),
         ("dual", True, "query chunk 8, passage chunk 16, last chunk encoded once (keep_last)"),
+        ("dual", 3, "query chunk 8, passage chunk 16, last 3 chunks encoded once (keep_last)"),
     ],
 )
 def test_grad_cache_summary_names_every_setting_in_effect(kind, keep_last, expected):

@@ -61,7 +61,9 @@ def count_forwards(module: nn.Module) -> list:
     return calls
 
 
-@pytest.mark.parametrize("keep_last", [True, False], ids=["keep-last", "re-encode-all"])
+@pytest.mark.parametrize(
+    "keep_last", [True, False, 2], ids=["keep-last", "re-encode-all", "keep-last-2"]
+)
 def test_cached_step_has_the_full_batch_gradients(tiny_bert_dir, keep_last):
     model = dual_encoder(tiny_bert_dir).eval()  # dropout off: the whole batch is the reference
     plain = DualTrainingModule(model, InfoNCELoss(temperature=0.05, similarity="cosine"))
@@ -72,12 +74,13 @@ def test_cached_step_has_the_full_batch_gradients(tiny_bert_dir, keep_last):
     want = gradients(plain)
     assert len(calls) == 2  # queries, passages: one forward each
     model.zero_grad(set_to_none=True)
-    cached = with_grad_cache(plain, CHUNKS.model_copy(update={"keep_last": keep_last}))
+    cached = with_grad_cache(plain, CHUNKS.model_copy(update={"keep_last": int(keep_last)}))
     loss = cached(**batch)
     loss.backward()
-    # every chunk twice (without, then with a graph), but for each side's last chunk, encoded
-    # once with its graph kept, when keep_last
-    assert len(calls) == 2 + 2 * (2 + 3) - (2 if keep_last else 0)
+    # every chunk twice (without, then with a graph), but for each side's last keep_last
+    # chunks, encoded once with their graphs kept (2 keeps both query chunks, 2 of 3 passage)
+    kept = min(int(keep_last), 2) + min(int(keep_last), 3)
+    assert len(calls) == 2 + 2 * (2 + 3) - kept
     assert isinstance(cached, CachedDualTrainingModule) and cached.model is model
     torch.testing.assert_close(loss, want_loss, rtol=0, atol=1e-12)
     assert_same_gradients(gradients(cached), want, **F64)
@@ -158,7 +161,7 @@ def joint_case(folder: Path, device: str = "cpu"):
     return module, batch, reference
 
 
-def dropout_steps(case, folder: Path, device: str = "cpu") -> dict:
+def dropout_steps(case, folder: Path, device: str = "cpu", chunks=CHUNKS) -> dict:
     """In train mode: the plain step over the cached step's chunks (its dropout masks), the
     cached step, and a step without dropout, each from the same seed."""
     module, batch, reference = case(folder, device)
@@ -169,7 +172,7 @@ def dropout_steps(case, folder: Path, device: str = "cpu") -> dict:
     out = {"want_loss": want_loss.detach(), "want": gradients(module)}
     out["want_rng"] = torch.get_rng_state()
     module.zero_grad(set_to_none=True)
-    cached = with_grad_cache(module, CHUNKS)
+    cached = with_grad_cache(module, chunks)
     torch.manual_seed(11)
     loss = cached(**batch)
     loss.backward()
@@ -179,9 +182,11 @@ def dropout_steps(case, folder: Path, device: str = "cpu") -> dict:
     return out
 
 
+@pytest.mark.parametrize("keep_last", [1, 2], ids=["keep-last", "keep-last-2"])
 @pytest.mark.parametrize("case", [dual_case, joint_case], ids=["dual", "joint"])
-def test_dropout_masks_are_replayed(tiny_bert_dir, case):
-    steps = dropout_steps(case, tiny_bert_dir)
+def test_dropout_masks_are_replayed(tiny_bert_dir, case, keep_last):
+    chunks = CHUNKS.model_copy(update={"keep_last": keep_last})
+    steps = dropout_steps(case, tiny_bert_dir, chunks=chunks)
     assert abs(float(steps["eval_loss"] - steps["want_loss"])) > 1e-4, "dropout is not on"
     torch.testing.assert_close(steps["loss"], steps["want_loss"], rtol=0, atol=1e-12)
     assert_same_gradients(steps["got"], steps["want"], **F64)
@@ -211,6 +216,29 @@ def test_without_the_replay_the_gradients_are_wrong(tiny_bert_dir, case, monkeyp
         for n in steps["want"]
     )
     assert worst > 1e-3
+
+
+def test_kept_graphs_are_back_propagated_before_any_chunk_is_encoded_again(
+    tiny_bert_dir, monkeypatch
+):
+    """Pass 3 frees every kept graph before it re-encodes a chunk, so it never holds the kept
+    chunks' activations and a re-encoded chunk's at once."""
+    from retrieval.training import grad_cache
+
+    events, original = [], grad_cache.replay
+    module, batch, _ = dual_case(tiny_bert_dir)
+    calls = count_forwards(module.model.query_model)
+
+    def recorded(encode, inputs, state, *rest):
+        events.append("kept" if isinstance(state, torch.Tensor) else len(calls))
+        original(encode, inputs, state, *rest)
+
+    monkeypatch.setattr(grad_cache, "replay", recorded)
+    chunks = CHUNKS.model_copy(update={"keep_last": 2})  # queries 2 chunks, passages 3
+    with_grad_cache(module.eval(), chunks)(**batch).backward()
+    # 4 kept graphs (both query chunks, the last 2 passage chunks), then the first passage
+    # chunk, encoded again only after them: 5 first-pass forwards had run
+    assert events == ["kept"] * 4 + [5]
 
 
 def test_chunks_drop_trailing_padding_only():
