@@ -23,7 +23,8 @@ embeddings of the whole batch. The price is a second forward per chunk (the firs
 having no graph). With ``keep_last`` the last chunk of each input kind is encoded with its
 graph in pass 1 and that graph is back-propagated in pass 3 instead of a second forward: one
 forward saved per kind (half the extra cost at two chunks a side) for one more chunk's
-activations per kind held through pass 3. ``keep_last = N`` keeps the last N chunks so: a
+activations per kind held through pass 2 (pass 3 back-propagates kept graphs before it encodes
+anything again, freeing them). ``keep_last = N`` keeps the last N chunks so: a
 memory budget of N chunks a kind that does not grow with the batch, spent to skip N of the
 second forwards (a batch of at most N chunks a side then runs as the plain step does).
 
