@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
 from safetensors.numpy import load_file
 
 from pipelines.cli import main
 from retrieval.encoding import encode_queries
 from retrieval.models import DualEncoder
+from tests.helpers_models import perturbed_copy
 
 SENTENCES = ["a claim about vitamin D", "dogs bark at night", "Short.", "the stock market fell"]
 
@@ -22,23 +22,14 @@ def rqa(*args) -> int:
     return main([str(arg) for arg in args])
 
 
-def _noisy_copy(folder, out, seed: int, **overrides) -> None:
-    model = DualEncoder.from_pretrained(folder, **overrides)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn(param.shape, generator=generator) * 0.05)
-    model.save(out)
-
-
 def test_average_writes_a_model_rqa_and_sentence_transformers_read_alike(
     tiny_bert_dir, tmp_path, capsys
 ):
     from sentence_transformers import SentenceTransformer
 
     a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "soup"
-    _noisy_copy(tiny_bert_dir, a, seed=1)
-    _noisy_copy(tiny_bert_dir, b, seed=2)
+    perturbed_copy(tiny_bert_dir, a, seed=1)
+    perturbed_copy(tiny_bert_dir, b, seed=2)
     assert rqa("average", "--models", a, b, "--weights", 1, 3, "--out", out) == 0
     assert "weighted average of 2 models" in capsys.readouterr().out
     assert json.loads((out / "rqa_average.json").read_text())["weights"] == [0.25, 0.75]
@@ -57,7 +48,7 @@ def test_average_of_models_that_encode_differently_is_one_line_and_writes_nothin
     tiny_bert_dir, tmp_path, capsys
 ):
     cls, out = tmp_path / "cls", tmp_path / "soup"
-    _noisy_copy(tiny_bert_dir, cls, seed=1, pooling="cls")
+    perturbed_copy(tiny_bert_dir, cls, seed=1, pooling="cls")
     assert rqa("average", "--models", tiny_bert_dir, cls, "--out", out) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1 and "model 1 has pooling = 'cls', model 0 'mean'" in errors[0]

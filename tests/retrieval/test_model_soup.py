@@ -12,23 +12,13 @@ from safetensors.numpy import load_file
 
 from retrieval.model_soup import _RunningMean, average_models, soup_weights
 from retrieval.models import DualEncoder
-
-
-def _perturbed(folder, out, seed: int, **overrides) -> DualEncoder:
-    """``folder``'s model with Gaussian noise on every float weight, saved to ``out``."""
-    model = DualEncoder.from_pretrained(folder, **overrides)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn(param.shape, generator=generator) * 0.05)
-    model.save(out)
-    return model
+from tests.helpers_models import perturbed_copy
 
 
 def test_every_weight_is_numpys_weighted_mean_of_the_saved_models(tiny_bert_dir, tmp_path):
     folders = [tmp_path / f"m{i}" for i in range(3)]
     for i, folder in enumerate(folders):
-        _perturbed(tiny_bert_dir, folder, seed=i)
+        perturbed_copy(tiny_bert_dir, folder, seed=i)
     weights = soup_weights(3, [1, 2, 5])
     soup = average_models((DualEncoder.from_pretrained(f) for f in folders), weights)
     soup.save(tmp_path / "soup")
@@ -65,7 +55,7 @@ def test_models_of_other_shapes_or_settings_are_refused(tiny_bert_dir, tmp_path)
     pair = [DualEncoder.from_pretrained(tiny_bert_dir), DualEncoder.from_pretrained(wider)]
     with pytest.raises(ValueError, match=r"model 1: .*intermediate.* has shape \(48, 32\)"):
         average_models(pair, [0.5, 0.5])
-    cls = _perturbed(tiny_bert_dir, tmp_path / "cls", 0, pooling="cls")
+    cls = perturbed_copy(tiny_bert_dir, tmp_path / "cls", 0, pooling="cls")
     with pytest.raises(ValueError, match="model 1 has pooling = 'cls', model 0 'mean'"):
         average_models([DualEncoder.from_pretrained(tiny_bert_dir), cls], [0.5, 0.5])
 
