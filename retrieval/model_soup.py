@@ -58,8 +58,8 @@ class _RunningMean:
             elif not torch.equal(value, ref):  # integer buffers (ids) cannot be averaged
                 raise ValueError(f"model {index}: {key} differs from model 0 and is not float")
 
-    def result(self) -> dict[str, torch.Tensor]:
-        return {k: s.to(self.first[k].dtype) for k, s in self.sums.items()}
+    def result(self, key: str) -> torch.Tensor:
+        return self.sums[key].to(self.first[key].dtype)
 
 
 def _scaled(value: torch.Tensor, weight: float) -> torch.Tensor:
@@ -82,14 +82,22 @@ def average_models(models: Iterable[DualEncoder], weights: Sequence[float]) -> D
             raise ValueError(f"more models than the {len(weights)} weights")
         count += 1
         if base is None:
-            base, running = model, _RunningMean(model.state_dict(), weights[0])
+            base, running = model, _RunningMean(_tensors(model), weights[0])
             continue
         _check_same_settings(base, model, index)
-        running.add(model.state_dict(), weights[index], index)
+        running.add(_tensors(model), weights[index], index)
     if count != len(weights):
         raise ValueError(f"{len(weights)} weights for {count} models")
-    base.load_state_dict(running.result())
+    with torch.no_grad():
+        for name, tensor in _tensors(base).items():
+            tensor.copy_(running.result(name))
     return base
+
+
+def _tensors(model: DualEncoder) -> dict[str, torch.Tensor]:
+    """Parameters and buffers by name, each once: a shared query/passage tower appears in a
+    state dict under both names, and would be summed twice."""
+    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
 
 def _check_same_settings(base: DualEncoder, model: DualEncoder, index: int) -> None:

@@ -181,7 +181,13 @@ def first_pass(
     return states, embeddings
 
 
-def replay_order(encodings, chunks, orders, states, embedding_grads) -> list[tuple]:
+def replay_order(
+    encodings: Sequence[Encoding],
+    chunks: Sequence[list[Inputs]],
+    orders: Sequence[torch.Tensor | None],
+    states: Sequence[list[RngState | torch.Tensor]],
+    embedding_grads: Sequence[torch.Tensor | None],
+) -> list[tuple]:
     """``(encode, inputs, state, cached gradient)`` of every chunk for pass 3, the chunks whose
     graphs pass 1 kept first (a stable sort): their activations are freed before any chunk is
     encoded again, so pass 3 holds the kept chunks or one re-encoded chunk, never both."""

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from retrieval.model_soup import _RunningMean, average_models, soup_weights
+from retrieval.model_soup import _RunningMean, _tensors, average_models, soup_weights
 from retrieval.models import DualEncoder
 from tests.helpers_models import perturbed_copy
 
@@ -64,8 +64,17 @@ def test_integer_buffers_must_agree():
     first = {"w": torch.ones(2), "ids": torch.arange(3)}
     running = _RunningMean(first, 0.5)
     running.add({"w": torch.zeros(2), "ids": torch.arange(3)}, 0.5, 1)
-    result = running.result()
-    assert torch.equal(result["w"], torch.full((2,), 0.5))
-    assert torch.equal(result["ids"], first["ids"])
+    assert torch.equal(running.result("w"), torch.full((2,), 0.5))
+    assert torch.equal(running.result("ids"), first["ids"])
     with pytest.raises(ValueError, match="model 2: ids differs from model 0 and is not float"):
         running.add({"w": torch.zeros(2), "ids": torch.arange(3) + 1}, 0.5, 2)
+
+
+def test_a_shared_tower_is_summed_once_and_separate_towers_both(tiny_bert_dir):
+    shared = _tensors(DualEncoder.from_pretrained(tiny_bert_dir))
+    assert len({t.data_ptr() for t in shared.values()}) == len(shared)
+    assert not any(name.startswith("passage_model.") for name in shared)
+    separate = _tensors(DualEncoder.from_pretrained(tiny_bert_dir, shared=False))
+    towers = {name.split(".")[0] for name in separate}
+    assert {"query_model", "passage_model"} <= towers
+    assert len(separate) == 2 * len(shared)
