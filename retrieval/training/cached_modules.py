@@ -14,7 +14,7 @@ from retrieval.losses import MoCoQueue
 from retrieval.models.cross_encoder import CrossEncoder
 from retrieval.models.dual_encoder import DualEncoder
 from retrieval.training.config import GradCacheConfig
-from retrieval.training.grad_cache import Encoding, cached_loss
+from retrieval.training.grad_cache import Encoding, cached_loss, sparse_embedding_gradients
 from retrieval.training.modules import DualTrainingModule, JointTrainingModule
 
 
@@ -38,7 +38,10 @@ class CachedDualTrainingModule(DualTrainingModule):
             Encoding(self.model.encode_query, query_inputs, self.chunks.query_chunk),
             Encoding(self.model.encode_passage, passage_inputs, self.chunks.passage_chunk),
         ]
-        return cached_loss(encodings, self.embedding_loss, trainable(self), self.chunks.keep_last)
+        with sparse_embedding_gradients(self):
+            return cached_loss(
+                encodings, self.embedding_loss, trainable(self), self.chunks.keep_last
+            )
 
 
 class CachedJointTrainingModule(JointTrainingModule):
@@ -59,7 +62,8 @@ class CachedJointTrainingModule(JointTrainingModule):
             Encoding(self.dual.encode_passage, passage_inputs, self.chunks.passage_chunk),
             Encoding(self.cross, pair_inputs, self.chunks.pair_chunk),
         ]
-        return cached_loss(encodings, self.list_loss, trainable(self), self.chunks.keep_last)
+        with sparse_embedding_gradients(self):
+            return cached_loss(encodings, self.list_loss, trainable(self), self.chunks.keep_last)
 
 
 def with_grad_cache(module: nn.Module, chunks: GradCacheConfig) -> nn.Module:

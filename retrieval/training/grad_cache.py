@@ -19,14 +19,17 @@ runs one step in three passes:
    parameter gradient is that chunk's share of ``d loss / d parameters``.
 
 Memory then grows with the chunk, not the batch: one chunk's activations at a time, plus the
-embeddings of the whole batch. The price is a second forward per chunk (the first is cheaper,
-having no graph). With ``keep_last`` the last chunk of each input kind is encoded with its
-graph in pass 1 and that graph is back-propagated in pass 3 instead of a second forward: one
-forward saved per kind (half the extra cost at two chunks a side) for one more chunk's
-activations per kind held through pass 2 (pass 3 back-propagates kept graphs before it encodes
-anything again, freeing them). ``keep_last = N`` keeps the last N chunks so: a
-memory budget of N chunks a kind that does not grow with the batch, spent to skip N of the
-second forwards (a batch of at most N chunks a side then runs as the plain step does).
+embeddings of the whole batch. Embedding tables take sparse gradients while a step runs
+(:func:`sparse_embedding_gradients`): each chunk's backward then yields the rows its tokens
+touched, not a table-sized gradient to fill with zeros and add. The price is a second forward
+per chunk (the first is cheaper, having no graph). With ``keep_last`` the last chunk of each
+input kind is encoded with its graph in pass 1 and that graph is back-propagated in pass 3
+instead of a second forward: one forward saved per kind (half the extra cost at two chunks a
+side) for one more chunk's activations per kind held through pass 2 (pass 3 back-propagates
+kept graphs before it encodes anything again, freeing them). ``keep_last = N`` keeps the last
+N chunks so: a memory budget of N chunks a kind that does not grow with the batch, spent to
+skip N of the second forwards (a batch of at most N chunks a side then runs as the plain step
+does).
 
 How it fits DeepSpeed: the engine expects ``loss = engine(**batch); engine.backward(loss);
 engine.step()``, with gradient reduction (all-reduce, or ZeRO-2's reduce-scatter in hooks that
@@ -49,11 +52,13 @@ two forwards would gather every layer twice per chunk.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from retrieval.errors import ConfigError
 from retrieval.training.rng_state import RngState
@@ -80,6 +85,24 @@ def refuse_zero3(ds_config: dict) -> None:
             "grad_cache does not work with ZeRO stage 3 (partitioned parameters); "
             "use stage 0-2 or turn grad_cache off"
         )
+
+
+@contextmanager
+def sparse_embedding_gradients(module: nn.Module) -> Iterator[None]:
+    """Within: ``module``'s embedding tables get sparse gradients (the rows a chunk's tokens
+    touched) from each chunk's backward, not dense table-sized ones. A plain step makes one
+    dense table gradient; a cached step made one per chunk, each a zero fill and an add the
+    size of the vocabulary (30522 x 384 for MiniLM, 250002 x 1024 = 1 GB for XLM-R large),
+    and one more such tensor held while the chunk's gradients are summed. The sum is made
+    dense once (:func:`widened`), so the step's gradient is unchanged."""
+    tables = [m for m in module.modules() if isinstance(m, nn.Embedding) and not m.sparse]
+    for table in tables:
+        table.sparse = True
+    try:
+        yield
+    finally:
+        for table in tables:
+            table.sparse = False
 
 
 def trim_padding(inputs: Inputs) -> Inputs:
@@ -228,8 +251,11 @@ def replay(
 
 
 def widened(grad: torch.Tensor | None) -> torch.Tensor | None:
-    """A gradient to sum chunks into: float32 for half-precision parameters."""
-    return grad.float() if grad is not None and grad.dtype in LOW_PRECISION else grad
+    """A dense gradient to sum chunks into: float32 for half-precision parameters."""
+    if grad is None:
+        return None
+    grad = grad.to_dense() if grad.is_sparse else grad
+    return grad.float() if grad.dtype in LOW_PRECISION else grad
 
 
 class _CachedGradients(torch.autograd.Function):

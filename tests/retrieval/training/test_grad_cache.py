@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 import yaml
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from retrieval.errors import ConfigError
 from retrieval.losses import CrossBatchInfoNCELoss, InfoNCELoss, JointListwiseLoss, MoCoQueue
@@ -239,6 +240,37 @@ def test_kept_graphs_are_back_propagated_before_any_chunk_is_encoded_again(
     # 4 kept graphs (both query chunks, the last 2 passage chunks), then the first passage
     # chunk, encoded again only after them: 5 first-pass forwards had run
     assert events == ["kept"] * 4 + [5]
+
+
+class TableSizedTensors(TorchDispatchMode):
+    """Counts the new dense tensors of ``shape`` that a step's operations produce (in-place
+    results and views are not new memory)."""
+
+    def __init__(self, shape: torch.Size):
+        super().__init__()
+        self.shape, self.made = tuple(shape), []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        new = not func.is_view and not func._schema.is_mutable
+        if new and isinstance(out, torch.Tensor) and out.layout == torch.strided:
+            if tuple(out.shape) == self.shape:
+                self.made.append(str(func))
+        return out
+
+
+def test_a_step_makes_one_table_sized_embedding_gradient_however_many_chunks(tiny_bert_dir):
+    """Each chunk's backward yields the word-embedding rows its tokens touched, not a
+    vocabulary-sized gradient: one dense table gradient a step, as the plain step makes."""
+    module, batch, _ = dual_case(tiny_bert_dir)
+    tables = [m for m in module.modules() if isinstance(m, nn.Embedding)]
+    words = module.model.query_model.embeddings.word_embeddings
+    chunks = CHUNKS.model_copy(update={"keep_last": 1})  # 5 chunks, 3 of them encoded twice
+    with TableSizedTensors(words.weight.shape) as counted:
+        with_grad_cache(module.eval(), chunks)(**batch).backward()
+    assert len(counted.made) == 1, counted.made
+    assert words.weight.grad.layout == torch.strided
+    assert not any(table.sparse for table in tables)  # dense again after the step
 
 
 def test_chunks_drop_trailing_padding_only():
