@@ -9,12 +9,13 @@ decay, clipping, temperature (scale 20 = 1 / 0.05), mean pooling, cosine; RQA tr
 queries at --query-max-len and passages at --passage-max-len, sentence-transformers both at
 the passage length (SciFact queries are shorter than either).
 
-Every run is its own subprocess: peak RSS is that process's own maximum (os.wait4), and
+Every run is its own subprocess: peak memory is that process's own maximum RSS (os.wait4), or
+with --device cuda its peak of allocated GPU memory (torch.cuda.max_memory_allocated), and
 examples/s is taken from the end of step 1 to the end of the last step, so loading and the
-first step count for no one. Targets: the cached loop's peak RSS grows < 1.3x from the
+first step count for no one. Targets: the cached loop's peak memory grows < 1.3x from the
 smallest batch to the largest, and its examples/s stays >= 0.8x the uncached loop's.
 Usage: python benchmarks/grad_cache.py [--batch-sizes 32,128,512] [--chunk 16] [--steps 3]
-       [--keep-last N] [--no-peer]
+       [--keep-last N] [--no-peer] [--device cuda]
        python benchmarks/grad_cache.py --quick   # tiny random BERT, batch 32 and 64, 2 steps
 """
 
@@ -59,6 +60,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--no-peer", action="store_true", help="skip sentence-transformers (sweeps of the loop)"
     )
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu",
+        help="where every contender trains (cuda: DeepSpeed's CUDA accelerator, GPU memory)",
+    )  # fmt: skip
     parser.add_argument("--query-max-len", type=int, default=32)
     parser.add_argument("--passage-max-len", type=int, default=64)
     parser.add_argument("--model", default=None, help="model folder (default: packaged MiniLM)")
@@ -79,7 +84,7 @@ def child_rqa(args: argparse.Namespace, cached: bool) -> list[float]:
         "loss": "infonce", "hard_negatives": 0, "batch_size": args.batch_size,
         "epochs": args.steps + 1, "max_steps": args.steps, "lr": LR,
         "warmup_ratio": WARMUP, "weight_decay": WEIGHT_DECAY, "log_every": 1,
-        "checkpoint_every": args.steps + 1,
+        "checkpoint_every": args.steps + 1, "use_gpu": args.device == "cuda",
         "model_settings": {
             "pooling": "mean", "normalize": True, "similarity": "cosine",
             "temperature": TEMPERATURE, "query_max_len": args.query_max_len,
@@ -99,16 +104,32 @@ def child_st(args: argparse.Namespace) -> list[float]:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.losses import CachedMultipleNegativesRankingLoss
 
-    model = SentenceTransformer(str(args.model), device="cpu")
+    model = SentenceTransformer(str(args.model), device=args.device)
     model.max_seq_length = args.passage_max_len
     loss = CachedMultipleNegativesRankingLoss(
         model, scale=1 / TEMPERATURE, mini_batch_size=args.chunk
     )
-    return st_step_ends(model, loss, args.steps, args.batch_size, seed=0)
+    return st_step_ends(model, loss, args.steps, args.batch_size, seed=0, device=args.device)
+
+
+def peak_gpu_mib(args: argparse.Namespace) -> float | None:
+    """This (child) process's most allocated CUDA memory, MiB; None on the CPU."""
+    if args.device != "cuda":
+        return None
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def run_child(contender: str, batch: int, args: argparse.Namespace) -> dict:
-    """One training run in a subprocess: its step ends and its own peak RSS (MiB)."""
+    """One training run in a subprocess: its step ends and its own peak memory (MiB): RSS,
+    or on CUDA the most GPU memory it had allocated."""
     with tempfile.TemporaryDirectory(prefix="bench-grad-cache-") as tmp:
         out, log = Path(tmp) / "ends.json", Path(tmp) / "child.log"
         cmd = [
@@ -116,9 +137,9 @@ def run_child(contender: str, batch: int, args: argparse.Namespace) -> dict:
             "--model", str(args.model), "--steps", str(args.steps), "--chunk", str(args.chunk),
             "--query-max-len", str(args.query_max_len),
             "--passage-max-len", str(args.passage_max_len), "--out", str(out),
-            "--keep-last", str(args.keep_last),
+            "--keep-last", str(args.keep_last), "--device", args.device,
         ]  # fmt: skip
-        env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "DS_ACCELERATOR": args.device, "PYTHONPATH": str(REPO)}
         env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / "build" / "torch_extensions"))
         with open(log, "w") as sink:
             proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO)
@@ -127,10 +148,11 @@ def run_child(contender: str, batch: int, args: argparse.Namespace) -> dict:
         if proc.returncode != 0:
             tail = "\n".join(log.read_text().strip().splitlines()[-15:])
             raise SystemExit(f"{contender} at batch {batch} failed ({proc.returncode}):\n{tail}")
-        ends = json.loads(out.read_text())
-    if len(ends) != args.steps:
-        raise SystemExit(f"{contender} ran {len(ends)} steps, expected {args.steps}")
-    return {"ends": ends, "peak_rss_mib": usage.ru_maxrss / 1024}  # Linux: KiB
+        run = json.loads(out.read_text())
+    if len(run["ends"]) != args.steps:
+        raise SystemExit(f"{contender} ran {len(run['ends'])} steps, expected {args.steps}")
+    peak = run["peak_gpu_mib"] if args.device == "cuda" else usage.ru_maxrss / 1024  # KiB
+    return {"ends": run["ends"], "peak_mib": peak}
 
 
 def measure(args: argparse.Namespace, batches: list[int], contenders: tuple) -> dict:
@@ -144,10 +166,11 @@ def measure(args: argparse.Namespace, batches: list[int], contenders: tuple) -> 
                 run = run_child(contender, batch, args)
                 cell = results[batch][contender]
                 cell["rates"].append(steady_rate(run["ends"], batch))
-                cell["rss"].append(run["peak_rss_mib"])
+                cell["rss"].append(run["peak_mib"])
                 print(
                     f"  round {r + 1}/{args.repeats} batch {batch} {contender}: "
-                    f"{cell['rates'][-1]:.2f} examples/s, peak RSS {cell['rss'][-1]:,.0f} MiB",
+                    f"{cell['rates'][-1]:.2f} examples/s, peak {memory_name(args)} "
+                    f"{cell['rss'][-1]:,.0f} MiB",
                     flush=True,
                 )
     return results
@@ -176,11 +199,15 @@ def summarise(results: dict, batches: list[int], contenders: tuple) -> tuple[lis
     return rows, ratios
 
 
-def verdict(ratios: dict, batches: list[int]) -> list[str]:
+def memory_name(args: argparse.Namespace) -> str:
+    return "GPU memory" if args.device == "cuda" else "RSS"
+
+
+def verdict(ratios: dict, batches: list[int], memory: str) -> list[str]:
     growth = ratios["rss_growth"][CACHED]
     slowest = min(ratios["cached_vs_uncached_speed"].values())
     return [
-        f"cached peak RSS at batch {batches[-1]} / at {batches[0]}: {growth:.2f}x "
+        f"cached peak {memory} at batch {batches[-1]} / at {batches[0]}: {growth:.2f}x "
         f"(target < {RSS_GROWTH_TARGET}x: {'met' if growth < RSS_GROWTH_TARGET else 'MISSED'})",
         f"cached / uncached examples/s, worst batch: {slowest:.2f}x "
         f"(target >= {SPEED_TARGET}x: {'met' if slowest >= SPEED_TARGET else 'MISSED'})",
@@ -197,8 +224,10 @@ def main() -> None:
     args.model = args.model or minilm_path()
     if args.child:
         ends = child_st(args) if args.child == PEER else child_rqa(args, args.child == CACHED)
-        args.out.write_text(json.dumps(ends))
+        args.out.write_text(json.dumps({"ends": ends, "peak_gpu_mib": peak_gpu_mib(args)}))
         return
+    if args.device == "cuda" and not cuda_available():
+        raise SystemExit("--device cuda: no CUDA device here")
     if args.steps < 2:
         raise SystemExit("--steps must be at least 2 (step 1 is not timed)")
     batches = sorted(int(b) for b in args.batch_sizes.split(","))
@@ -206,16 +235,18 @@ def main() -> None:
     contenders = CONTENDERS[:2] if args.no_peer else CONTENDERS
     results = measure(args, batches, contenders)
     rows, ratios = summarise(results, batches, contenders)
-    headers = ["batch", "trainer", "examples/s", "vs rqa", "peak RSS MiB",
-               f"RSS vs batch {batches[0]}"]  # fmt: skip
+    memory = memory_name(args)
+    headers = ["batch", "trainer", "examples/s", "vs rqa", f"peak {memory} MiB",
+               f"vs batch {batches[0]}"]  # fmt: skip
     kept = f"last {args.keep_last} kept" if args.keep_last else "every chunk re-encoded"
     print(
         f"\nSciFact train pairs, in-batch negatives, chunk {args.chunk} ({kept}), "
         f"{args.steps} steps (steady rate from step 2), {args.repeats} round(s), max length "
-        f"{args.query_max_len}/{args.passage_max_len}, model {Path(args.model).name}\n"
+        f"{args.query_max_len}/{args.passage_max_len}, model {Path(args.model).name}, "
+        f"{args.device}\n"
     )
     print(table(headers, rows))
-    print("\n" + "\n".join(verdict(ratios, batches)))
+    print("\n" + "\n".join(verdict(ratios, batches, memory)))
     settings = vars(args) | {"out": None, "model": str(args.model), "batches": batches}
     write_result("grad_cache", {"settings": settings, "results": results, "ratios": ratios})
 

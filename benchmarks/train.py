@@ -124,7 +124,9 @@ def child_st(args: argparse.Namespace) -> list[float]:
     return st_step_ends(model, loss, args.steps, args.batch_size, args.seed)
 
 
-def st_step_ends(model, loss, steps: int, batch_size: int, seed: int) -> list[float]:
+def st_step_ends(
+    model, loss, steps: int, batch_size: int, seed: int, device: str = "cpu"
+) -> list[float]:
     """Train ``model`` with ``loss`` on the benchmark's pairs in SentenceTransformerTrainer (the
     settings of RQA's side); seconds from the start of training to the end of each step."""
     from datasets import Dataset
@@ -152,7 +154,7 @@ def st_step_ends(model, loss, steps: int, batch_size: int, seed: int) -> list[fl
             output_dir=tmp, max_steps=steps, per_device_train_batch_size=batch_size,
             learning_rate=LR, warmup_ratio=WARMUP, weight_decay=WEIGHT_DECAY, max_grad_norm=1.0,
             seed=seed, save_strategy="no", report_to="none", logging_steps=10**6,
-            disable_tqdm=True, dataloader_drop_last=True, use_cpu=True,
+            disable_tqdm=True, dataloader_drop_last=True, use_cpu=device == "cpu",
         )  # fmt: skip
         trainer = SentenceTransformerTrainer(
             model=model, args=training, train_dataset=dataset, loss=loss, callbacks=[clock]

@@ -1,4 +1,6 @@
-"""bf16 ZeRO-2 training on CUDA through `rqa train-dual`, as a user runs it on a GPU node."""
+"""bf16 ZeRO-2 training on CUDA through `rqa train-dual`, as a user runs it on a GPU node, with
+and without gradient caching (its chunks' sparse embedding gradients and replayed CUDA dropout
+masks)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -46,8 +49,12 @@ def train(tmp_path: Path, tables: Path, model: Path, **extra) -> Path:
     return tmp_path / "run"
 
 
-def test_bf16_zero2_training_on_cuda_lowers_the_loss(tmp_path, word_tables, gpu_tiny_bert):
-    run = train(tmp_path, word_tables, gpu_tiny_bert, launcher="local")
+GRAD_CACHE = {"grad_cache": {"query_chunk": 4, "passage_chunk": 8, "keep_last": 1}}
+
+
+@pytest.mark.parametrize("extra", [{}, GRAD_CACHE], ids=["plain", "grad-cache"])
+def test_bf16_zero2_training_on_cuda_lowers_the_loss(tmp_path, word_tables, gpu_tiny_bert, extra):
+    run = train(tmp_path, word_tables, gpu_tiny_bert, launcher="local", **extra)
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 40
     first, last = log[0]["loss"], log[-1]["loss"]
