@@ -261,7 +261,7 @@ class TableSizedTensors(TorchDispatchMode):
 
 def test_a_step_makes_one_table_sized_embedding_gradient_however_many_chunks(tiny_bert_dir):
     """Each chunk's backward yields the word-embedding rows its tokens touched, not a
-    vocabulary-sized gradient: one dense table gradient a step, as the plain step makes."""
+    vocabulary-sized gradient: one dense table gradient a step, not one per chunk."""
     module, batch, _ = dual_case(tiny_bert_dir)
     tables = [m for m in module.modules() if isinstance(m, nn.Embedding)]
     words = module.model.query_model.embeddings.word_embeddings
