@@ -42,8 +42,10 @@ class SBERTSoftmaxLoss(nn.Module):
         )
 
     def logits(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``[N, num_labels]`` classifier scores of the pairs."""
-        return self.classifier(torch.cat([u, v, (u - v).abs()], dim=-1))
+        """``[N, num_labels]`` classifier scores of the pairs, in ``u``'s precision (the head
+        may be bf16 under DeepSpeed while ``u`` and ``v`` arrive in float32)."""
+        features = torch.cat([u, v, (u - v).abs()], dim=-1)
+        return self.classifier(features.to(self.classifier.weight.dtype)).to(u.dtype)
 
     def forward(self, u: torch.Tensor, v: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         check_matrix(u, "u")

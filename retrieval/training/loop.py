@@ -28,6 +28,7 @@ from retrieval.training.collators import CrossCollator, DualCollator, JointColla
 from retrieval.training.config import TrainConfig
 from retrieval.training.examples import ResolvedExamples, load_examples, resolve_examples
 from retrieval.training.grad_cache import refuse_zero3
+from retrieval.training.master_weights import master_weights, weights_swapped_in
 from retrieval.training.model_card import card_text
 from retrieval.training.modules import (
     CrossTrainingModule,
@@ -193,6 +194,7 @@ def train_worker(config: TrainConfig) -> dict:
     ckpt_dir = out / "checkpoints"
     start = checkpoints.resume(engine, ckpt_dir, rank)
     summary = run_steps(engine, collate, sampler, config, start, total, rank, world)
+    summary["precision"] = training_precision(engine)
     if start < total:
         checkpoints.save(engine, ckpt_dir, total, rank, config.keep_checkpoints)
     if start < total or not (out / "model").is_dir():  # a finished run is not exported again
@@ -279,9 +281,16 @@ def run_steps(engine, collate, sampler, config, start, total, rank, world) -> di
 
 def export(engine, models: dict, out: Path, ds_config: dict, rank: int, cards: dict) -> None:
     """Rank 0 writes each trained model as an HF folder (+ sentence-transformers files) under
-    ``out``, atomically. Under ZeRO-3 every rank must join the gather of the partitioned weights.
+    ``out``, atomically. Under bf16/fp16 the weights written are the optimizer's float32
+    master copy, not the module's rounded one (master_weights.py); every rank joins that
+    gather, as under ZeRO-3 every rank joins the gather of the partitioned weights.
     The dual encoder's folder (``model``) is written last: its presence marks a finished run."""
-    if ds_config.get("zero_optimization", {}).get("stage", 0) == 3:
+    masters = master_weights(engine)
+    if masters is not None:
+        if rank == 0:
+            with weights_swapped_in(engine.module, masters):
+                _save_all(models, out, cards)
+    elif ds_config.get("zero_optimization", {}).get("stage", 0) == 3:
         import deepspeed
 
         with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
@@ -298,14 +307,27 @@ def _save_all(models: dict, out: Path, cards: dict) -> None:
             (tmp / "README.md").write_text(cards[name], encoding="utf-8")
 
 
+def training_precision(engine) -> str:
+    """``bf16``, ``fp16`` or ``fp32``: the precision the engine's module computes in."""
+    return "bf16" if engine.bfloat16_enabled() else "fp16" if engine.fp16_enabled() else "fp32"
+
+
+def weights_note(precision: str) -> str:
+    """What a model card says of the saved weights' precision."""
+    if precision == "fp32":
+        return "float32 (trained in float32)"
+    return f"float32: the optimizer's master copy (trained in {precision} mixed precision)"
+
+
 def model_cards(config: TrainConfig, summary: dict, world: int) -> dict[str, str]:
     """The README.md of each exported folder (``model``: the dual encoder, or the re-ranker of
     a cross run; ``cross_model``: the re-ranker of a joint run)."""
+    weights = {"weights": weights_note(summary.get("precision", "fp32"))}
     if config.kind == "pair":
-        facts = pair_card_facts(config, summary, world)
+        facts = {**pair_card_facts(config, summary, world), **weights}
         return {"model": card_text("pair", facts, config.model, Path(config.output_dir).name)}
     if config.kind == "retromae":
-        facts = retromae_card_facts(config, summary, world)
+        facts = {**retromae_card_facts(config, summary, world), **weights}
         return {"model": card_text("retromae", facts, config.model, Path(config.output_dir).name)}
     facts = {
         "training kind": config.kind,
@@ -323,6 +345,7 @@ def model_cards(config: TrainConfig, summary: dict, world: int) -> dict[str, str
         "model settings": config.model_settings.overrides(),
         "seed": config.seed,
         "final loss": summary["final_loss"],
+        **weights,
     }
     title = Path(config.output_dir).name
     if config.kind == "joint":

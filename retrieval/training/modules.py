@@ -12,6 +12,7 @@ from retrieval import distributed
 from retrieval.losses import MoCoQueue, PointwiseBCELoss
 from retrieval.models.cross_encoder import CrossEncoder
 from retrieval.models.dual_encoder import DualEncoder
+from retrieval.training.loss_precision import as_fp32
 
 
 class DualTrainingModule(nn.Module):
@@ -24,7 +25,9 @@ class DualTrainingModule(nn.Module):
 
     def embedding_loss(self, queries: torch.Tensor, passages: torch.Tensor) -> torch.Tensor:
         """The loss of encoded queries and passages; gradient caching (retrieval/training/
-        grad_cache.py) encodes them itself and calls this, so both steps share one loss."""
+        grad_cache.py) encodes them itself and calls this, so both steps share one loss. The
+        loss runs in float32 whatever the encoders' precision (loss_precision.py)."""
+        queries, passages = as_fp32(queries, passages)
         if self.queue is None:
             return self.loss(queries, passages)
         loss = self.loss(queries, passages, extra_negatives=self.queue.negatives())
@@ -41,7 +44,7 @@ class CrossTrainingModule(nn.Module):
         self.model, self.loss, self.group_size = model, loss, group_size
 
     def forward(self, inputs: dict) -> torch.Tensor:
-        logits = self.model(inputs).view(-1, self.group_size)
+        (logits,) = as_fp32(self.model(inputs).view(-1, self.group_size))
         if isinstance(self.loss, PointwiseBCELoss):
             labels = torch.zeros_like(logits)
             labels[:, 0] = 1
@@ -65,7 +68,8 @@ class JointTrainingModule(nn.Module):
         self, queries: torch.Tensor, passages: torch.Tensor, logits: torch.Tensor
     ) -> torch.Tensor:
         """The loss of encoded queries, passages and the re-ranker's logits of the pairs; as
-        DualTrainingModule.embedding_loss, shared with gradient caching."""
+        DualTrainingModule.embedding_loss, shared with gradient caching; in float32."""
+        queries, passages, logits = as_fp32(queries, passages, logits)
         passages = passages.view(queries.shape[0], self.group_size, -1)
         s_de = self.dual.score_lists(queries, passages)
         s_ce = logits.view(-1, self.group_size)
@@ -95,6 +99,7 @@ class PairTrainingModule(nn.Module):
         a, b = self.model.encode_query(first), self.model.encode_query(second)
         if self.projector is not None:
             a, b = self.projector(a), self.projector(b)
+        a, b = as_fp32(a, b)
         extra = self.queue.negatives() if self.queue is not None else None
         loss = self.objective(self.loss, a, b, targets, extra)
         if self.queue is not None:

@@ -11,6 +11,7 @@ from torch import nn
 
 from retrieval.models.dual_encoder import DualEncoder
 from retrieval.models.pooling import exclude_prefix, pool
+from retrieval.training.loss_precision import as_fp32
 from retrieval.training.retromae.decoder import SentenceDecoder
 from retrieval.training.retromae.masking import IGNORE
 
@@ -86,4 +87,5 @@ class RetroMAETrainingModule(nn.Module):
         """The loss at the labelled positions only: the vocabulary projection of every token
         would cost ``B x L x V`` scores for the few that count."""
         chosen = labels != IGNORE
-        return self.loss(self.head(states[chosen]), labels[chosen])
+        (logits,) = as_fp32(self.head(states[chosen]))  # the softmax over V in float32
+        return self.loss(logits, labels[chosen])
