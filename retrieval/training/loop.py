@@ -195,6 +195,7 @@ def train_worker(config: TrainConfig) -> dict:
     start = checkpoints.resume(engine, ckpt_dir, rank)
     summary = run_steps(engine, collate, sampler, config, start, total, rank, world)
     summary["precision"] = training_precision(engine)
+    summary["training_module"] = type(engine.module).__name__  # e.g. the grad-cache twin
     if start < total:
         checkpoints.save(engine, ckpt_dir, total, rank, config.keep_checkpoints)
     if start < total or not (out / "model").is_dir():  # a finished run is not exported again
