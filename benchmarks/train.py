@@ -90,7 +90,7 @@ def child_rqa(args: argparse.Namespace) -> list[float]:
         "kind": "dual", "model": args.model,
         "data": {"tables": str(scifact_tables()), "split": "train"},
         "loss": "infonce", "hard_negatives": 0, "batch_size": args.batch_size,
-        "max_steps": args.steps, "lr": LR, "warmup_ratio": WARMUP,
+        "epochs": args.steps + 1, "max_steps": args.steps, "lr": LR, "warmup_ratio": WARMUP,
         "weight_decay": WEIGHT_DECAY, "seed": args.seed,
         "log_every": 1, "checkpoint_every": args.steps + 1, "use_gpu": args.device == "cuda",
         "model_settings": {

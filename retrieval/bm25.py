@@ -15,7 +15,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import bm25s
+# bm25s runs one JAX top-k when it is imported, if JAX is installed; JAX then takes 75% of
+# every GPU this process sees, so training workers and GPU actors on the node run out of
+# memory. RQA never uses JAX: keep it on the CPU (a user's own JAX_PLATFORMS wins).
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import bm25s  # noqa: E402
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
