@@ -288,3 +288,24 @@ def test_scifact_dev_ndcg(scifact_bm25, scifact_tables):
     rows = mined.to_pylist()
     assert all(len(row["pids"]) == 10 for row in rows)
     assert not any((row["qid"], pid) in positives for row in rows for pid in row["pids"])
+
+
+def test_importing_rqas_bm25_keeps_jax_off_the_gpu():
+    """bm25s runs a JAX top-k at import when JAX is installed, and JAX then reserves 75% of
+    every visible GPU (every GPU test ran out of memory on an H200 for it): RQA's BM25 module
+    sets JAX_PLATFORMS=cpu first, unless the user chose a platform."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os; os.environ.pop('JAX_PLATFORMS', None); {}; import retrieval.bm25; "
+        "print(os.environ.get('JAX_PLATFORMS'))"
+    )
+    chosen = "os.environ['JAX_PLATFORMS'] = 'cuda'"
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", code.format(setup)], capture_output=True, text=True, check=True
+        ).stdout.split()[-1]
+        for setup in ("pass", chosen)
+    ]
+    assert outputs == ["cpu", "cuda"]
