@@ -1,8 +1,15 @@
-"""Shared test fixtures: paths to the read-only real data in ../shared, offline HF settings."""
+"""Shared test fixtures: the small real-data excerpts committed in tests/data (SciFact, STS-B,
+excerpts of MS MARCO, NQ and RocketQA files), offline HF settings, the tiny random BERT.
+
+The default suite needs nothing outside this repository. A test that needs a full dataset asks
+for ``full_scifact_dir`` / ``full_stsb_dir`` / ``full_fixtures_dir``, which skip with the
+reason when ../shared is not beside the checkout (set RQA_SHARED to point elsewhere).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,21 +23,49 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")  # bm25s's import would make JAX t
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / "build" / "torch_extensions"))
-SHARED = REPO.parent / "shared"
-FIXTURES = SHARED / "fixtures"
-SCIFACT = SHARED / "datasets" / "scifact"
+DATA = REPO / "tests" / "data"
+SHARED = Path(os.environ.get("RQA_SHARED") or REPO.parent / "shared")
+FIXTURES = DATA / "fixtures"
+STSB = DATA / "stsb"
+
+
+def _shared(*parts: str) -> Path:
+    """A folder of the full data in ../shared, or skip the test saying what it needs."""
+    path = SHARED.joinpath(*parts)
+    if not path.is_dir():
+        pytest.skip(f"needs the full data at {path} (../shared beside the checkout, or RQA_SHARED)")
+    return path
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    assert FIXTURES.is_dir(), f"real data fixtures expected at {FIXTURES}"
+    """Excerpts of the MS MARCO, NQ (DPR) and RocketQA files (tests/data/fixtures/README.md)."""
     return FIXTURES
 
 
 @pytest.fixture(scope="session")
-def scifact_dir() -> Path:
-    assert SCIFACT.is_dir(), f"SciFact expected at {SCIFACT}"
-    return SCIFACT
+def full_fixtures_dir() -> Path:
+    return _shared("fixtures")
+
+
+@pytest.fixture(scope="session")
+def scifact_dir(tmp_path_factory) -> Path:
+    """The SciFact excerpt (tests/data/scifact: 419 passages, 150 train and 50 dev queries with
+    every passage judged for them) laid out as a BEIR folder."""
+    folder = tmp_path_factory.mktemp("scifact-excerpt") / "scifact"
+    shutil.copytree(DATA / "scifact", folder)
+    (folder / "corpus-excerpt.jsonl").rename(folder / "corpus.jsonl")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def full_scifact_dir() -> Path:
+    return _shared("datasets", "scifact")
+
+
+@pytest.fixture(scope="session")
+def full_stsb_dir() -> Path:
+    return _shared("datasets", "stsb")
 
 
 def minilm_path() -> Path:
@@ -45,7 +80,7 @@ def minilm_path() -> Path:
 
 @pytest.fixture(scope="session")
 def scifact_tables(tmp_path_factory, scifact_dir) -> Path:
-    """SciFact prepared as tables (corpus, queries/qrels for train and dev)."""
+    """The SciFact excerpt prepared as tables (corpus, queries/qrels for train and dev)."""
     from retrieval.tables.readers import prepare_beir
 
     out = tmp_path_factory.mktemp("scifact") / "tables"
@@ -56,20 +91,6 @@ def scifact_tables(tmp_path_factory, scifact_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A random-weight 2-layer BERT (hidden 32) with MiniLM's tokenizer: fast to run and train."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from benchmarks.common import save_tiny_bert
 
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))

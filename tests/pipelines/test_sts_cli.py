@@ -16,9 +16,9 @@ from pipelines.cli import main
 from retrieval.encoding import encode_queries
 from retrieval.evaluation import evaluate_sts, read_sentence_pairs
 from retrieval.models import DualEncoder
-from tests.conftest import SHARED
+from tests.conftest import STSB
 
-STSB_DEV = SHARED / "datasets" / "stsb" / "dev.tsv"
+STSB_DEV = STSB / "dev.tsv"
 
 
 def rqa(*args) -> int:

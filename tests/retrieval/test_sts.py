@@ -22,9 +22,8 @@ from retrieval.evaluation import (
 from retrieval.evaluation.pair_files import SentencePairs
 from retrieval.models import DualEncoder
 from retrieval.tables.errors import DataError
-from tests.conftest import SHARED, minilm_path
+from tests.conftest import STSB, minilm_path
 
-STSB = SHARED / "datasets" / "stsb"
 KEYS = [
     f"{c}_{s}" for s in ("cosine", "dot", "euclidean", "manhattan") for c in ("spearman", "pearson")
 ]

@@ -36,10 +36,9 @@ from retrieval.training.config import LOSSES_BY_KIND, TrainConfig, load_train_co
 from retrieval.training.modules import PairTrainingModule
 from retrieval.training.pair_objectives import PAIR_OBJECTIVES
 from retrieval.training.pairs import pairs_dir, prepare_pairs
-from tests.conftest import SHARED
+from tests.conftest import STSB
 from tests.helpers_dist import run_on_ranks
 
-STSB = SHARED / "datasets" / "stsb"
 REPO = Path(__file__).resolve().parents[3]
 
 
