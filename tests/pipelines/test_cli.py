@@ -248,7 +248,7 @@ def test_missing_inputs_are_one_line_errors(tiny_bert_dir, beir, tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_make_demo_minilm_on_scifact_dev(scifact_dir, tmp_path):
+def test_make_demo_minilm_on_scifact_dev(full_scifact_dir, tmp_path):
     """`make demo`: all-MiniLM-L6-v2 zero-shot on SciFact dev reaches nDCG@10 0.613 (~3 min)."""
     output = tmp_path / "zero-shot-dev.json"
 
@@ -257,7 +257,7 @@ def test_make_demo_minilm_on_scifact_dev(scifact_dir, tmp_path):
         "--model",
         minilm_path(),
         "--beir",
-        scifact_dir,
+        full_scifact_dir,
         "--split",
         "dev",
         "--output",

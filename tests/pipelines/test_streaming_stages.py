@@ -36,7 +36,7 @@ def test_examples_in_chunks_equal_the_whole_split(tmp_path, scifact_tables, monk
         for q in queries[::-1]  # not in the examples' order
     ]  # fmt: skip
     write_table(tmp_path / "candidates", ranked, CANDIDATES, shard_rows=100)
-    monkeypatch.setattr(negatives, "CHUNK_QUERIES", 97)
+    monkeypatch.setattr(negatives, "CHUNK_QUERIES", 23)  # 150 queries: 7 chunks
     chunks = list(
         negatives.examples_from_candidates(scifact_tables, "train", tmp_path / "candidates", 5)
     )

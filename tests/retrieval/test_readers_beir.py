@@ -1,6 +1,6 @@
-"""BEIR reader on the real SciFact folder (../shared/datasets/scifact) and broken copies of it.
-
-Counts asserted here are the ones in ../shared/datasets/README.md.
+"""BEIR reader on real SciFact: the excerpt in tests/data/scifact (counts from tests/data/
+README.md), the full folder where ../shared is there (counts from ../shared/datasets/README.md),
+and broken copies.
 """
 
 from __future__ import annotations
@@ -24,28 +24,37 @@ def scifact_tables(scifact_dir: Path, tmp_path_factory) -> Path:
     return out
 
 
-def test_scifact_counts_match_readme(scifact_tables: Path) -> None:
-    assert sorted(p.name for p in scifact_tables.iterdir()) == [
+# (passages, (train judgments, train queries), (dev judgments, dev queries)), as documented
+SCIFACT_COUNTS = {"excerpt": (419, (172, 150), (60, 50)), "full": (5183, (803, 709), (116, 100))}
+
+
+def check_counts(tables: Path, corpus: int, train: tuple, dev: tuple) -> None:
+    assert sorted(p.name for p in tables.iterdir()) == [
         "corpus",
         "qrels-dev",
         "qrels-train",
         "queries-dev",
         "queries-train",
     ]
-    assert read_manifest(scifact_tables / "corpus")["rows"] == 5183
-    train, dev = (
-        read_table(scifact_tables / "qrels-train"),
-        read_table(scifact_tables / "qrels-dev"),
-    )
-    assert (train.num_rows, len(set(train["qid"].to_pylist()))) == (803, 709)
-    assert (dev.num_rows, len(set(dev["qid"].to_pylist()))) == (116, 100)
-    assert train.schema == QRELS
-    # queries-{split} holds exactly the queries judged in that split
-    for split, count in (("train", 709), ("dev", 100)):
-        queries = read_table(scifact_tables / f"queries-{split}")
-        qrels_qids = set(read_table(scifact_tables / f"qrels-{split}")["qid"].to_pylist())
-        assert queries.num_rows == count
-        assert set(queries["qid"].to_pylist()) == qrels_qids
+    assert read_manifest(tables / "corpus")["rows"] == corpus
+    for split, (judgments, queries) in (("train", train), ("dev", dev)):
+        qrels = read_table(tables / f"qrels-{split}")
+        qids = set(qrels["qid"].to_pylist())
+        assert (qrels.num_rows, len(qids)) == (judgments, queries)
+        assert qrels.schema == QRELS
+        # queries-{split} holds exactly the queries judged in that split
+        table = read_table(tables / f"queries-{split}")
+        assert table.num_rows == queries and set(table["qid"].to_pylist()) == qids
+
+
+def test_scifact_excerpt_counts_match_its_readme(scifact_tables: Path) -> None:
+    check_counts(scifact_tables, *SCIFACT_COUNTS["excerpt"])
+
+
+def test_full_scifact_counts_match_readme(full_scifact_dir: Path, tmp_path: Path) -> None:
+    prepare_beir(full_scifact_dir, tmp_path / "prepare")
+    check_counts(tmp_path / "prepare", *SCIFACT_COUNTS["full"])
+    assert len(list(read_beir_queries(full_scifact_dir / "queries.jsonl"))) == 809
 
 
 def test_scifact_rows_are_the_file_rows(scifact_dir: Path, scifact_tables: Path) -> None:
@@ -55,7 +64,7 @@ def test_scifact_rows_are_the_file_rows(scifact_dir: Path, scifact_tables: Path)
     assert first["title"].startswith("Microstructural development of human newborn cerebral")
     assert first["text"].startswith("Alterations of the architecture of cerebral white matter")
     queries = list(read_beir_queries(scifact_dir / "queries.jsonl"))
-    assert len(queries) == 809
+    assert len(queries) == 200
     assert queries[0] == {
         "qid": "0",
         "text": "0-dimensional biomaterials lack inductive properties.",

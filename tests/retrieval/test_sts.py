@@ -50,11 +50,18 @@ def _st_evaluator_metrics(st_model, pairs: SentencePairs) -> dict[str, float]:
 
 def test_reads_the_stsb_dev_file_with_crlf_and_bare_quotes():
     pairs = read_sentence_pairs(find_pair_file(STSB, "dev"))
-    assert len(pairs) == 1500
+    assert len(pairs) == 360  # the excerpt (tests/data/README.md): CRLF, 110 with quotes
+    assert sum('"' in a + b for a, b in zip(pairs.sentences1, pairs.sentences2)) >= 110
     assert pairs.sentences1[0] == "A man with a hard hat is dancing."
     assert pairs.sentences2[0] == "A man wearing a hard hat is dancing."
     assert pairs.labels[:4].tolist() == [5.0, 4.75, 5.0, 2.4]
     assert not any(s.endswith("\r") for s in pairs.sentences2)
+    assert pairs.labels.min() == 0.0 and pairs.labels.max() == 5.0
+
+
+def test_reads_the_whole_stsb_dev_file(full_stsb_dir):
+    pairs = read_sentence_pairs(find_pair_file(full_stsb_dir, "dev"))
+    assert len(pairs) == 1500
     assert pairs.labels.min() == 0.0 and pairs.labels.max() == 5.0
 
 
@@ -176,8 +183,8 @@ def test_agrees_with_embedding_similarity_evaluator_on_minilm_slice():
 
 
 @pytest.mark.slow
-def test_minilm_on_stsb_dev_is_the_published_0_8672():
-    pairs = read_sentence_pairs(STSB / "dev.tsv")
+def test_minilm_on_stsb_dev_is_the_published_0_8672(full_stsb_dir):
+    pairs = read_sentence_pairs(full_stsb_dir / "dev.tsv")
     ours = evaluate_sts(DualEncoder.from_pretrained(minilm_path()), pairs, show_progress=False)
     assert round(ours["spearman_cosine"], 4) == 0.8672
 
