@@ -1,4 +1,4 @@
-"""Does domain pre-training on the corpus help the first dual encoder? (README, "Domain
+"""Does domain pre-training on the corpus help the first dual encoder? (docs/results.md, "Domain
 pre-training")
 
 For each start (the base model, and the base model after RetroMAE or unsupervised SimCSE over

@@ -129,7 +129,8 @@ class PretrainStage(Stage, RetroMAESettings):
     dual stage that starts from the base model then starts from this stage's model."""
 
     method: Literal["retromae", "simcse"] = Field(
-        default="retromae", description="retromae | simcse (see README, Domain pre-training)"
+        default="retromae",
+        description="retromae | simcse (see docs/pipeline.md, The pretrain stage)",
     )
     train: StageTrain = Field(default_factory=StageTrain)
 

@@ -166,8 +166,9 @@ def test_a_group_larger_than_the_mined_negatives_is_one_line(tmp_path, stage):
 
 
 def test_scifact_pretrain_is_scifact_plus_the_pretrain_stage():
-    """The two runs are compared to measure pre-training alone (README, "Domain pre-training"),
-    so every other setting must match: a lever kept in scifact.yaml must reach both."""
+    """The two runs are compared to measure pre-training alone (docs/results.md, "Domain
+    pre-training"), so every other setting must match: a lever kept in scifact.yaml must reach
+    both."""
     by_name = {p.stem: yaml.safe_load(p.read_text()) for p in CONFIGS}
     plain, pretrain = by_name["scifact"], by_name["scifact_pretrain"]
     assert pretrain["stages"].pop("pretrain")["enabled"] is True
