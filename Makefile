@@ -54,11 +54,13 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/ruff check $(LINT_PATHS)
 
+# Two tiers: `make test` (default, under 6 minutes on 2 cores) and `make test-slow` (kill and
+# rerun pipelines, several Ray nodes, trainings under Ray and torchrun); CI runs both.
 test: lint
 	$(BIN)/pytest -q
 
 test-slow: $(VENV)/.installed
-	$(BIN)/pytest -q -m slow
+	$(BIN)/pytest -q -m "slow and not gpu"
 
 # On a GPU node, one command: every test marked gpu, the whole demo on the GPU and the
 # benchmarks on cuda, in one report (runs/gpu-check/gpu-check.md). It installs .[gpu,test]
