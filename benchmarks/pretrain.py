@@ -35,7 +35,7 @@ from retrieval.evaluator import read_qrels  # noqa: E402
 from retrieval.metrics import evaluate  # noqa: E402
 from retrieval.models import DualEncoder  # noqa: E402
 from retrieval.tables.store import read_table  # noqa: E402
-from retrieval.training.config import TrainConfig  # noqa: E402
+from retrieval.training.config import validate_train_config  # noqa: E402
 
 # configs/scifact.yaml's model settings; the fine-tuning of configs/train/scifact_dual.yaml,
 # its 2 workers x 16 as one worker x 32 (the same 32 passages per query's softmax)
@@ -54,7 +54,7 @@ def train(args, raw: dict) -> Path:
     }  # fmt: skip
     if args.smoke:
         raw["max_steps"] = 2
-    return launch(TrainConfig.model_validate(raw), LaunchSettings(launcher="local", workers=1))
+    return launch(validate_train_config(raw), LaunchSettings(launcher="local", workers=1))
 
 
 def score(args, model_dir: Path, **overrides) -> dict[str, float]:

@@ -6,7 +6,7 @@ Validated before any work: an unknown key, a wrong value or a missing path is on
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
@@ -19,7 +19,14 @@ from pipelines.launch_settings import (
 )
 from pipelines.overrides import merged
 from retrieval.errors import ConfigError, MissingInputError
-from retrieval.training.config import Strict, TrainConfig, one_line, read_yaml_mapping
+from retrieval.training.config import (
+    KIND_CONFIGS,
+    Strict,
+    check_keys,
+    one_line,
+    read_yaml_mapping,
+    validate_train_config,
+)
 from retrieval.training.model_settings import ModelSettings
 from retrieval.training.retromae.settings import RetroMAESettings
 
@@ -78,24 +85,59 @@ class RaySection(Strict):
         }
 
 
-# Keys of a training stage's ``train`` block: the library's TrainConfig, less what the pipeline
-# sets itself, plus how to launch (workers, launcher); the cluster-wide ones come from ``ray``.
+# Keys of a training stage's ``train`` block: those of the library's config of the stage's
+# training kind, less what the pipeline sets itself, plus how to launch (workers, launcher); the
+# cluster-wide ones come from ``ray``.
 _LAUNCH_KEYS_FROM_RAY = set(RaySection().launch_keys())
 _TRAIN_KEYS_SET_BY_STAGE = {"model", "cross_model", "output_dir", "data", "kind", "retromae"}
-StageTrain = create_model(
-    "StageTrain",
-    __base__=Strict,
-    **{
-        name: (field.annotation, field)
-        for name, field in TrainConfig.model_fields.items()
-        if name not in _TRAIN_KEYS_SET_BY_STAGE
-    },
-    **{
-        name: (field.annotation, field)
-        for name, field in LaunchSettings.model_fields.items()
-        if name not in _LAUNCH_KEYS_FROM_RAY
-    },
-)
+# The training kind of each training stage (pretrain's follows its method: PRETRAIN_METHODS).
+STAGE_KINDS = {
+    "train_dual_0": "dual",
+    "train_cross": "cross",
+    "train_dual_1": "dual",
+    "train_dual_2": "dual",
+    "train_joint": "joint",
+}
+
+
+class StageTrain(Strict):
+    """The base of a stage's ``train`` block: a key of another training kind, a renamed key or
+    a loss of another kind is one line naming it, as in a training YAML."""
+
+    kinds: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_fit_kind(cls, raw: object) -> object:
+        if isinstance(raw, dict):  # the keys the stage sets: pydantic's own "not permitted"
+            check_keys({k: v for k, v in raw.items() if k not in _TRAIN_KEYS_SET_BY_STAGE},
+                       cls, cls.kinds)  # fmt: skip
+        return raw
+
+
+def stage_train(name: str, *kinds: str) -> type[StageTrain]:
+    """The ``train`` block of a stage that trains one of ``kinds``: their keys, less those the
+    stage sets, plus the launch keys; with two kinds, ``loss`` takes the losses of both and no
+    default (the stage's method chooses)."""
+    fields: dict = {}
+    for kind in kinds:
+        for key, field in KIND_CONFIGS[kind].model_fields.items():
+            if key not in _TRAIN_KEYS_SET_BY_STAGE:
+                fields.setdefault(key, (field.annotation, field))
+    if len(kinds) > 1:
+        losses = tuple(loss for kind in kinds for loss in KIND_CONFIGS[kind].losses())
+        fields["loss"] = (Literal[losses] | None, Field(default=None, description="the method's"))
+    for key, field in LaunchSettings.model_fields.items():
+        if key not in _LAUNCH_KEYS_FROM_RAY:
+            fields[key] = (field.annotation, field)
+    base = type(f"{name}Base", (StageTrain,), {"kinds": kinds, "__module__": __name__})
+    return create_model(name, __base__=base, **fields)
+
+
+DualStageTrain = stage_train("DualStageTrain", "dual")
+CrossStageTrain = stage_train("CrossStageTrain", "cross")
+JointStageTrain = stage_train("JointStageTrain", "joint")
+PretrainStageTrain = stage_train("PretrainStageTrain", "retromae", "pair")
 
 
 class Stage(Strict):
@@ -103,8 +145,10 @@ class Stage(Strict):
 
 
 class TrainStage(Stage):
-    """A training stage: ``train`` holds TrainConfig keys (epochs, batch_size, lr, loss, ...)
-    and launch keys (workers, launcher), each typed and checked when the config is read."""
+    """A training stage: ``train`` holds the keys of the stage's training kind (epochs,
+    batch_size, lr, loss, ...: retrieval/training/config.py) and launch keys (workers,
+    launcher), each typed and checked when the config is read; a key of another kind is
+    refused (``group_size`` in a dual stage)."""
 
     init: Literal["base", "previous"] = Field(
         default="base", description="start from the base model or the previous stage's model"
@@ -115,7 +159,18 @@ class TrainStage(Stage):
         ge=0,
         description="train_cross: N more negatives drawn from mine's lists below the kept top ones",
     )
-    train: StageTrain = Field(default_factory=StageTrain)
+
+
+class DualTrainStage(TrainStage):
+    train: DualStageTrain = Field(default_factory=DualStageTrain)
+
+
+class CrossTrainStage(TrainStage):
+    train: CrossStageTrain = Field(default_factory=CrossStageTrain)
+
+
+class JointTrainStage(TrainStage):
+    train: JointStageTrain = Field(default_factory=JointStageTrain)
 
 
 # Domain pre-training methods: the training kind and loss each one runs.
@@ -132,7 +187,7 @@ class PretrainStage(Stage, RetroMAESettings):
         default="retromae",
         description="retromae | simcse (see docs/pipeline.md, The pretrain stage)",
     )
-    train: StageTrain = Field(default_factory=StageTrain)
+    train: PretrainStageTrain = Field(default_factory=PretrainStageTrain)
 
     @model_validator(mode="after")
     def _keys_fit_method(self) -> PretrainStage:
@@ -145,7 +200,7 @@ class PretrainStage(Stage, RetroMAESettings):
         return self
 
     def method_keys(self) -> dict:
-        """The TrainConfig keys the method sets: kind, loss and (retromae) the mask ratios."""
+        """The training config keys the method sets: kind, loss and (retromae) the mask ratios."""
         kind, loss = PRETRAIN_METHODS[self.method]
         keys = {"kind": kind, "loss": loss}
         if kind == "retromae":
@@ -204,14 +259,14 @@ class EvaluateStage(Stage, InferenceSettings, SearchSettings):
 class Stages(Strict):
     prepare: Stage = Stage()
     pretrain: PretrainStage = PretrainStage()
-    train_dual_0: TrainStage = TrainStage()
+    train_dual_0: DualTrainStage = DualTrainStage()
     mine: MineStage = MineStage()
-    train_cross: TrainStage = TrainStage()
+    train_cross: CrossTrainStage = CrossTrainStage()
     denoise: DenoiseStage = DenoiseStage()
-    train_dual_1: TrainStage = TrainStage()
+    train_dual_1: DualTrainStage = DualTrainStage()
     augment: AugmentStage = AugmentStage()
-    train_dual_2: TrainStage = TrainStage()
-    train_joint: TrainStage = TrainStage()
+    train_dual_2: DualTrainStage = DualTrainStage()
+    train_joint: JointTrainStage = JointTrainStage()
     evaluate: EvaluateStage = EvaluateStage()
 
 
@@ -246,18 +301,20 @@ class PipelineConfig(Strict):
 
 
 def check_train_sections(config: PipelineConfig, source: object) -> None:
-    """Validate each training stage's ``train`` as the TrainConfig of its kind (the loss fits
-    the model, ``loss_args`` fit the loss), naming the stage."""
-    for stage in (
-        "pretrain", "train_dual_0", "train_cross", "train_dual_1", "train_dual_2", "train_joint"
-    ):  # fmt: skip
+    """Validate each training stage's ``train`` as the training config of its kind (the loss
+    fits the model, ``loss_args`` fit the loss), naming the stage."""
+    for stage in ("pretrain", *STAGE_KINDS):
         section = getattr(config.stages, stage).train.model_dump(exclude_unset=True)
         section = {k: v for k, v in section.items() if k not in LaunchSettings.model_fields}
-        kind = {"train_cross": "cross", "train_joint": "joint"}.get(stage, "dual")
-        keys = config.stages.pretrain.method_keys() if stage == "pretrain" else {"kind": kind}
-        probe = {"model": "m", "cross_model": "m", "output_dir": ".", "data": {"tables": "."}}
+        if stage == "pretrain":
+            keys = config.stages.pretrain.method_keys()
+        else:
+            keys = {"kind": STAGE_KINDS[stage]}
+        probe = {"model": "m", "output_dir": ".", "data": {"tables": "."}}
+        if keys["kind"] == "joint":
+            probe["cross_model"] = "m"
         try:
-            TrainConfig.model_validate({**probe, **keys, **section})
+            validate_train_config({**probe, **keys, **section})
         except ValidationError as err:
             raise ConfigError(one_line(err, f"{source}: stages.{stage}.train")) from None
 

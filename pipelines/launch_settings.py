@@ -1,8 +1,8 @@
 """How a training run is launched: on Ray Train workers or in this process, how many workers,
 which Ray cluster, how many lost workers Ray Train replaces, where it keeps its run records.
-Launcher concerns only: the library's TrainConfig knows nothing of them.
+Launcher concerns only: the library's training config knows nothing of them.
 
-A training YAML for `rqa train-*` holds TrainConfig keys and these keys side by side.
+A training YAML for `rqa train-*` holds training config keys and these keys side by side.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from retrieval.training.config import (
     check_paths,
     one_line,
     read_yaml_mapping,
+    validate_train_config,
 )
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")  # scheme://bucket/prefix, file:///dir
@@ -65,7 +66,7 @@ def storage_location(value: str | None) -> str | None:
 
 
 def split_launch_keys(raw: dict) -> tuple[dict, dict]:
-    """(TrainConfig keys, LaunchSettings keys) of one mapping."""
+    """(training config keys, LaunchSettings keys) of one mapping."""
     launch = {k: v for k, v in raw.items() if k in LaunchSettings.model_fields}
     return {k: v for k, v in raw.items() if k not in launch}, launch
 
@@ -75,7 +76,7 @@ def load_train_job(path: str | Path, **overrides) -> tuple[TrainConfig, LaunchSe
     path = Path(path)
     train_raw, launch_raw = split_launch_keys({**read_yaml_mapping(path), **overrides})
     try:
-        config = TrainConfig.model_validate(train_raw)
+        config = validate_train_config(train_raw)
         launch = LaunchSettings.model_validate(launch_raw)
     except ValidationError as err:
         raise ConfigError(one_line(err, path)) from None

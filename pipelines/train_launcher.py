@@ -19,7 +19,7 @@ from pipelines.launch_settings import LaunchSettings, load_train_job
 from pipelines.ray_env import ensure_ray
 from pipelines.run_lock import RunLock, WorkerLock
 from retrieval.errors import ConfigError, UserError
-from retrieval.training.config import TrainConfig
+from retrieval.training.config import TrainConfig, validate_train_config
 from retrieval.training.loop import train_worker
 from retrieval.training.negatives import check_negatives
 
@@ -33,7 +33,7 @@ class WorkersLostError(UserError, RuntimeError):
 
 
 def _worker(config_dict: dict) -> None:
-    config = TrainConfig.model_validate(config_dict)
+    config = validate_train_config(config_dict)
     with WorkerLock(config.output_dir):
         train_worker(config)
 

@@ -10,7 +10,7 @@ from pipelines.launch_settings import LaunchSettings, split_launch_keys
 from pipelines.stages.context import StageContext
 from pipelines.stages.spec import External, Output, StageSpec
 from pipelines.stages.trained_model import launch_and_collect
-from retrieval.training.config import TrainConfig, absolute_paths
+from retrieval.training.config import TrainConfig, absolute_paths, validate_train_config
 
 
 def spec(config: PipelineConfig, name: str) -> StageSpec:
@@ -22,7 +22,7 @@ def spec(config: PipelineConfig, name: str) -> StageSpec:
 
 
 def train_config(ctx: StageContext) -> tuple[TrainConfig, LaunchSettings]:
-    """The section as the library's TrainConfig: the method's kind, loss and mask ratios, the
+    """The section as the library's training config: the method's kind, loss and mask ratios, the
     corpus table as the data (SimCSE: its passages are the sentences), the run's model
     settings under the section's own, and the ``train`` keys."""
     section = ctx.section
@@ -40,7 +40,7 @@ def train_config(ctx: StageContext) -> tuple[TrainConfig, LaunchSettings]:
         },
     }
     how = LaunchSettings(**launch_keys, **ctx.config.ray.launch_keys())
-    return absolute_paths(TrainConfig.model_validate(raw)), how
+    return absolute_paths(validate_train_config(raw)), how
 
 
 def run(ctx: StageContext) -> dict:

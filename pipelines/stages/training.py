@@ -6,7 +6,7 @@ from __future__ import annotations
 from itertools import chain
 from pathlib import Path
 
-from pipelines.config import PipelineConfig
+from pipelines.config import STAGE_KINDS, PipelineConfig
 from pipelines.launch_settings import LaunchSettings, split_launch_keys
 from pipelines.stages import base_dual_model, last_dual_before
 from pipelines.stages.context import StageContext
@@ -16,9 +16,8 @@ from pipelines.stages.spec import External, Output, StageSpec
 from pipelines.stages.trained_model import launch_and_collect
 from retrieval.tables.schemas import CANDIDATES, EXAMPLES
 from retrieval.tables.store import iter_shards, table_exists, write_table
-from retrieval.training.config import TrainConfig, absolute_paths
+from retrieval.training.config import TrainConfig, absolute_paths, validate_train_config
 
-KIND = {"train_cross": "cross", "train_joint": "joint"}
 EXAMPLES_FROM = {  # the examples table each stage trains on, by producing stage and name
     "train_cross": ("mine", "examples-{split}"),
     "train_dual_1": ("denoise", "examples-{split}"),
@@ -147,9 +146,10 @@ def write_bm25_candidates(tables: Path, split: str, k: int, out: Path) -> None:
 
 
 def train_config(ctx: StageContext, examples: Path | None) -> tuple[TrainConfig, LaunchSettings]:
-    """The stage's ``train`` section as the library's TrainConfig, plus how to launch it."""
+    """The stage's ``train`` section as the library's config of its kind, plus how to launch
+    it."""
     train_keys, launch_keys = split_launch_keys(ctx.section.train.model_dump(exclude_unset=True))
-    kind = KIND.get(ctx.name, "dual")
+    kind = STAGE_KINDS[ctx.name]
     raw = {
         "kind": kind,
         "model": str(ctx.inputs["model"]),
@@ -168,7 +168,7 @@ def train_config(ctx: StageContext, examples: Path | None) -> tuple[TrainConfig,
     if kind == "joint":
         raw["cross_model"] = str(ctx.path("cross_model"))
     how = LaunchSettings(**launch_keys, **ctx.config.ray.launch_keys())
-    return absolute_paths(TrainConfig.model_validate(raw)), how
+    return absolute_paths(validate_train_config(raw)), how
 
 
 def run(ctx: StageContext) -> dict:

@@ -13,7 +13,7 @@ from torch import nn
 from retrieval.losses import MoCoQueue
 from retrieval.models.cross_encoder import CrossEncoder
 from retrieval.models.dual_encoder import DualEncoder
-from retrieval.training.config import GradCacheConfig
+from retrieval.training.config import GradCacheConfig, JointGradCacheConfig
 from retrieval.training.grad_cache import Encoding, cached_loss, sparse_embedding_gradients
 from retrieval.training.modules import DualTrainingModule, JointTrainingModule
 
@@ -51,7 +51,7 @@ class CachedJointTrainingModule(JointTrainingModule):
         cross: CrossEncoder,
         loss: nn.Module,
         group_size: int,
-        chunks: GradCacheConfig,
+        chunks: JointGradCacheConfig,
     ):
         super().__init__(dual, cross, loss, group_size)
         self.chunks = chunks

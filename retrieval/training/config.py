@@ -1,42 +1,53 @@
 """Typed, validated training configuration (YAML -> pydantic), with defaults from the papers.
 
-An unknown key, a wrong type or a missing path is one line naming the key, before any work.
+One class per training kind, each holding only the keys its kind reads, over the keys every run
+has (:class:`TrainBase`: model, output_dir, data, loss, the schedule):
+
+- :class:`DualConfig` (``kind: dual``, the default): a dual encoder (retriever);
+- :class:`CrossConfig` (``kind: cross``): a cross-encoder (re-ranker);
+- :class:`JointConfig` (``kind: joint``): both together on the same lists (RocketQAv2);
+- :class:`PairConfig` (``kind: pair``): a sentence-embedding model on sentence pairs;
+- :class:`RetroMAEConfig` (``kind: retromae``): masked auto-encoding pre-training on passages.
+
+:data:`TrainConfig` is their union keyed by ``kind``; :func:`validate_train_config` validates a
+mapping as the class of its kind and :func:`load_train_config` a YAML file. ``loss`` is one of
+the registered losses that train the kind. An unknown key, a key of another kind (named with the
+kinds that take it), a renamed key (named with its new spelling), a wrong type or a missing path
+is one line naming the key, before any work.
 """
 
 from __future__ import annotations
 
+import functools
+import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from retrieval.errors import ConfigError, MissingInputError
 from retrieval.losses.arguments import loss_arguments, settable
 from retrieval.training.model_settings import ModelSettings
-from retrieval.training.retromae.settings import RetroMAESettings, fit_retromae
+from retrieval.training.retromae.settings import RetroMAESettings
 
-LOSSES_BY_KIND = {
-    "dual": ("cross_batch", "infonce"),
-    "cross": ("listwise_ce", "pointwise_bce"),
-    "joint": ("joint_listwise",),
-    "pair": (
-        "cosent",
-        "cosine_mse",
-        "sbert_softmax",
-        "infonce",
-        "simcse_unsup",
-        "circle",
-        "multilabel_ce",
-    ),
-    "retromae": ("masked_lm",),
-}
 # Config names that the loss registry (retrieval/losses/__init__.py) knows by another name.
 LOSS_ALIASES = {"simcse_unsup": "simcse"}
 # Pair losses that read plain sentences (two dropout views of each) instead of labelled pairs,
 # and those that can take a queue of past embeddings as extra negatives.
 SENTENCE_LOSSES = ("simcse_unsup",)
 QUEUE_LOSSES = ("infonce", "simcse_unsup")
+DEFAULT_QUEUE_BATCHES = 2.5  # ESimCSE's queue: 2.5 batches of past embeddings
 
 
 def registered_loss(name: str) -> str:
@@ -50,40 +61,80 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-class DataConfig(Strict):
-    """Where examples come from: a prepared tables folder (corpus + qrels or examples); for
-    ``kind: pair``, sentence-pair files, a file of sentences, or a corpus (retrieval/training/
-    pairs.py)."""
+# --- data: where each kind reads its examples -------------------------------------------------
 
-    tables: Path | None = Field(
-        default=None,
-        description="folder from `rqa prepare` holding corpus/ (dual, cross, joint; pair with "
-        "simcse_unsup: the corpus passages are its sentences)",
-    )
+
+class ExamplesData(Strict):
+    """Kinds dual, cross, joint: a prepared tables folder (corpus + qrels or examples)."""
+
+    tables: Path = Field(description="folder from `rqa prepare` holding corpus/")
     split: str = "train"
     examples: Path | None = Field(
         default=None, description="examples table; default: built from qrels-{split}"
     )
     max_examples: int | None = Field(default=None, ge=1, description="take the first N only")
+
+
+class CorpusData(Strict):
+    """Kind retromae: the passages of a prepared corpus are the examples (no queries)."""
+
+    tables: Path = Field(description="folder from `rqa prepare` whose corpus/ passages it reads")
+    max_examples: int | None = Field(
+        default=None, ge=1, description="take the first N passages only"
+    )
+
+
+class PairData(Strict):
+    """Kind pair: sentence-pair files, a file of sentences, or a corpus (retrieval/training/
+    pairs.py); exactly one of ``pairs``, ``sentences``, ``tables``."""
+
     pairs: Path | None = Field(
         default=None,
-        description="pair: a folder of sentence-pair files (STS-B SPLIT.tsv, senteval_cn "
+        description="a folder of sentence-pair files (STS-B SPLIT.tsv, senteval_cn "
         "*.SPLIT.data) or one such file",
     )
     sentences: Path | None = Field(
-        default=None, description="pair, simcse_unsup: a text file, one sentence a line"
+        default=None, description="simcse_unsup: a text file, one sentence a line"
     )
+    tables: Path | None = Field(
+        default=None,
+        description="simcse_unsup: a folder from `rqa prepare`; its corpus passages are the "
+        "sentences",
+    )
+    split: str = Field(default="train", description="the file of data.pairs to read")
+    max_examples: int | None = Field(default=None, ge=1, description="take the first N only")
     label_range: tuple[float, float] | None = Field(
         default=None,
-        description="pair: the lowest and highest label there can be (STS-B: [0, 5]); labels "
-        "are scaled to [0, 1] by it; default: the training file's lowest and highest",
+        description="the lowest and highest label there can be (STS-B: [0, 5]); labels are "
+        "scaled to [0, 1] by it; default: the training file's lowest and highest",
     )
     positive_at: float | None = Field(
         default=None,
-        description="pair: a pair whose label is at least this is positive (infonce keeps only "
+        description="a pair whose label is at least this is positive (infonce keeps only "
         "those; circle, multilabel_ce read them as 1); default: 80% up the label range "
         "(4.0 of STS-B's 0-5, 1 of 0/1 labels)",
     )
+
+    @field_validator("label_range")
+    @classmethod
+    def _label_range_rises(cls, value: tuple[float, float] | None):
+        if value is not None and not value[1] > value[0]:
+            raise ValueError(f"{list(value)} must rise")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PairData:
+        """One source of sentences: which one is a choice across three keys."""
+        sources = [k for k in ("pairs", "sentences", "tables") if getattr(self, k) is not None]
+        if len(sources) != 1:
+            raise ValueError(
+                "give one of data.pairs (sentence pairs), data.sentences or data.tables "
+                f"(sentences for simcse_unsup); got {', '.join(sources) or 'none'}"
+            )
+        return self
+
+
+# --- blocks of some kinds ---------------------------------------------------------------------
 
 
 class ProjectorConfig(Strict):
@@ -94,20 +145,43 @@ class ProjectorConfig(Strict):
     out_dim: int | None = Field(default=None, ge=1, description="default: the model's dim")
 
 
+class QueueConfig(Strict):
+    """A FIFO queue of past embeddings handed to the loss as extra negatives (MoCo, He et al.
+    2020, without its momentum encoder; ESimCSE, Wu et al. 2022): kind dual queues passages,
+    kind pair (infonce, simcse_unsup) second sentences. Its size is ``size`` rows or ``batches``
+    global batches (what one step pushes from every worker); ``queue: {}`` is 2.5 batches."""
+
+    size: int | None = Field(default=None, ge=1, description="rows kept")
+    batches: float | None = Field(
+        default=None,
+        gt=0,
+        description="rows kept, in global batches (ESimCSE: 2.5, the default when size is "
+        "unset); dual: a batch is workers x batch_size x (1 + hard_negatives) passages, pair: "
+        "workers x batch_size sentences",
+    )
+
+    @model_validator(mode="after")
+    def _one_size(self) -> QueueConfig:
+        if self.size is not None and self.batches is not None:
+            raise ValueError("give size (rows) or batches (global batches), not both")
+        return self
+
+    def rows(self, per_step: int) -> int:
+        """Rows kept when each step pushes ``per_step`` (at least one)."""
+        if self.size is not None:
+            return self.size
+        return max(1, round((self.batches or DEFAULT_QUEUE_BATCHES) * per_step))
+
+
 class GradCacheConfig(Strict):
     """Gradient caching (GradCache, Gao et al. 2021; retrieval/training/grad_cache.py): each
     step encodes its batch in chunks of these many rows, twice (without, then with a graph), so
     activation memory follows the chunk, not the batch, and the gradients stay those of the
-    whole batch (cross-batch negatives and a MoCo queue included). Kinds dual and joint; not
-    with ZeRO stage 3. ``grad_cache: {}`` takes the defaults."""
+    whole batch (cross-batch negatives and a MoCo queue included). Kinds dual and joint (which
+    adds ``pair_chunk``); not with ZeRO stage 3. ``grad_cache: {}`` takes the defaults."""
 
     query_chunk: int = Field(default=16, ge=1, description="queries encoded at once")
     passage_chunk: int = Field(default=16, ge=1, description="passages encoded at once")
-    pair_chunk: int = Field(
-        default=16,
-        ge=1,
-        description="joint: (query, passage) pairs the re-ranker scores at once",
-    )
     keep_last: int = Field(
         default=0,
         ge=0,
@@ -117,85 +191,146 @@ class GradCacheConfig(Strict):
         "default: memory is what gradient caching is for)",
     )
 
-    def summary(self, kind: str) -> str:
+    def chunks(self) -> str:
+        return f"query chunk {self.query_chunk}, passage chunk {self.passage_chunk}"
+
+    def summary(self) -> str:
         """How the batch is split, as the training log says it."""
-        text = f"query chunk {self.query_chunk}, passage chunk {self.passage_chunk}"
-        text += f", pair chunk {self.pair_chunk}" if kind == "joint" else ""
+        text = self.chunks()
         if self.keep_last:
             chunks = "chunk" if self.keep_last == 1 else f"{self.keep_last} chunks"
             text += f", last {chunks} encoded once (keep_last)"
         return text
 
 
-GRAD_CACHE_KINDS = ("dual", "joint")
+class JointGradCacheConfig(GradCacheConfig):
+    """Gradient caching of a joint run: the dual encoder's chunks and the re-ranker's."""
+
+    pair_chunk: int = Field(
+        default=16, ge=1, description="(query, passage) pairs the re-ranker scores at once"
+    )
+
+    def chunks(self) -> str:
+        return f"{super().chunks()}, pair chunk {self.pair_chunk}"
 
 
-class TrainConfig(Strict):
-    """One training run of a dual encoder (``kind: dual``), a cross-encoder (``kind: cross``),
-    both together on the same lists (``kind: joint``, RocketQAv2), or a sentence-embedding
-    model on sentence pairs (``kind: pair``), or an encoder pre-trained on a corpus's passages
-    by masked auto-encoding (``kind: retromae``)."""
+# --- the keys of every kind, and the checks that span kinds ----------------------------------
 
-    kind: Literal["dual", "cross", "joint", "pair", "retromae"] = "dual"
+
+def models_in(annotation: object) -> list[type[BaseModel]]:
+    """The config blocks (pydantic models) a field's annotation holds, ``X | None`` included."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in models_in(arg)]
+
+
+def key_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Every key ``model`` takes, nested ones as paths (``("data", "pairs")``)."""
+    for name, field in model.model_fields.items():
+        yield (*prefix, name)
+        for block in models_in(field.annotation):
+            yield from key_paths(block, (*prefix, name))
+
+
+@functools.cache
+def key_kinds() -> dict[tuple[str, ...], tuple[str, ...]]:
+    """Key path -> the kinds that take it."""
+    owners: dict[tuple[str, ...], list[str]] = {}
+    for kind, cls in KIND_CONFIGS.items():
+        for path in key_paths(cls):
+            owners.setdefault(path, []).append(kind)
+    return {path: tuple(kinds) for path, kinds in owners.items()}
+
+
+def foreign_key(raw: dict, model: type[BaseModel], kinds: tuple[str, ...], prefix=()):
+    """The first key of ``raw`` (nested ones too) that ``model`` lacks and another kind takes."""
+    for key, value in raw.items():
+        path = (*prefix, key)
+        field = model.model_fields.get(key)
+        if field is None:
+            owners = key_kinds().get(path, ())
+            if owners and not set(owners) & set(kinds):
+                return path, owners
+            continue
+        if isinstance(value, dict):
+            for block in models_in(field.annotation):
+                found = foreign_key(value, block, kinds, path)
+                if found:
+                    return found
+    return None
+
+
+def renamed_queue_key(raw: dict) -> str | None:
+    """The one-line message for a queue key of the old spelling (``moco_queue_size`` of kind
+    dual; ``queue: true`` and ``queue_batches`` of kind pair), saying the new one."""
+    if "moco_queue_size" in raw:
+        if not raw["moco_queue_size"]:
+            return "key 'moco_queue_size': renamed to queue, and 0 meant no queue; leave it out"
+        return f"key 'moco_queue_size': renamed; write queue: {{size: {raw['moco_queue_size']}}}"
+    if "queue_batches" in raw:
+        return f"key 'queue_batches': renamed; write queue: {{batches: {raw['queue_batches']}}}"
+    if raw.get("queue") is True:
+        return (
+            "key 'queue': now a mapping; write queue: {} (2.5 global batches), "
+            "queue: {batches: B} or queue: {size: ROWS}"
+        )
+    if raw.get("queue") is False:
+        return "key 'queue': now a mapping, and false meant no queue; leave it out"
+    return None
+
+
+def literal_values(annotation: object) -> tuple[str, ...]:
+    """The strings of a ``Literal`` annotation (``Literal[...] | None`` included)."""
+    return tuple(
+        value
+        for arg in get_args(annotation)
+        for value in ((arg,) if isinstance(arg, str) else literal_values(arg))
+    )
+
+
+def check_keys(raw: object, model: type[BaseModel], kinds: tuple[str, ...]) -> None:
+    """Mistakes that pydantic would report without saying what to write instead, each one line
+    naming the key: a queue key of the old spelling, a key of another kind (with the kinds that
+    take it), a loss that does not train these kinds (with the ones that do)."""
+    if not isinstance(raw, dict):
+        return
+    renamed = renamed_queue_key(raw)
+    if renamed:
+        raise ValueError(renamed)
+    found = foreign_key(raw, model, kinds)
+    if found:
+        path, owners = found
+        takers = f"kind{'s' if len(owners) > 1 else ''} {', '.join(owners)}"
+        raise ValueError(
+            f"key '{'.'.join(path)}': kind {' or '.join(kinds)} does not take it ({takers} only)"
+        )
+    loss, allowed = raw.get("loss"), literal_values(model.model_fields["loss"].annotation)
+    if loss is not None and loss not in allowed:
+        raise ValueError(
+            f"key 'loss': loss '{loss}' does not train a {' or '.join(kinds)} model; use one "
+            f"of {', '.join(allowed)}"
+        )
+
+
+class TrainBase(Strict):
+    """The keys of every training run: what to start from and write, the data, the loss and
+    the schedule. Each kind's class adds its own keys and narrows ``data`` and ``loss``."""
+
+    kind: str
     model: str = Field(description="HF id or local folder to start from (the dual encoder)")
-    cross_model: str | None = Field(default=None, description="joint: the re-ranker to start from")
     output_dir: Path
-    data: DataConfig
-    model_settings: ModelSettings = Field(
-        default_factory=ModelSettings, description="DualEncoderSettings overrides"
-    )
-    loss: str | None = Field(
-        default=None,
-        description="dual: cross_batch (default) | infonce; "
-        "cross: listwise_ce (default) | pointwise_bce; "
-        "pair: cosent (default) | cosine_mse | sbert_softmax | infonce | simcse_unsup | circle "
-        "| multilabel_ce; retromae: masked_lm (encoder + decoder masked-LM)",
-    )
+    data: ExamplesData
+    loss: str
     loss_args: dict = Field(
         default_factory=dict,
         description="arguments of the chosen loss, checked against its constructor "
         "(retrieval/losses/arguments.py)",
     )
-    moco_queue_size: int = Field(
-        default=0, ge=0, description="dual: size of a queue of past passages; 0 = none"
-    )
-    queue: bool = Field(
-        default=False,
-        description="pair (infonce, simcse_unsup): past embeddings as extra negatives (MoCo / "
-        "ESimCSE queue, no momentum encoder)",
-    )
-    queue_batches: float = Field(
-        default=2.5, gt=0, description="pair: the queue's size in global batches (ESimCSE: 2.5)"
-    )
-    projector: ProjectorConfig | None = Field(
-        default=None,
-        description="pair: a training-only MLP (SimCLR) before the loss, dropped at export",
-    )
-    hard_negatives: int = Field(default=0, ge=0, description="per query (dual)")
-    random_negatives: bool = Field(
-        default=False,
-        description="an example without negatives draws random corpus passages instead "
-        "(logged); off: such examples are an error before training starts",
-    )
-    group_size: int = Field(
-        default=4,
-        ge=1,
-        description="1 positive + n-1 negatives (cross, joint: >= 2); pair: 1, a pair is its "
-        "own group",
-    )
-    cross_max_len: int = Field(default=256, ge=8)
     epochs: float = Field(default=1.0, gt=0)
     max_steps: int | None = Field(default=None, ge=1)
-    batch_size: int = Field(default=32, ge=1, description="queries per worker per step")
+    batch_size: int = Field(default=32, ge=1, description="examples per worker per step")
     lr: float = Field(default=2e-5, gt=0)
     weight_decay: float = Field(default=0.01, ge=0)
-    head_lr: float | None = Field(
-        default=None,
-        gt=0,
-        description="cross, joint: learning rate of the re-ranker's new pooler + classifier; "
-        "retromae: of the masked-LM head and decoder (default: lr); see "
-        "retrieval/training/optimizer.py",
-    )
     warmup_ratio: float = Field(default=0.1, ge=0, le=1)
     seed: int = 42
     checkpoint_every: int = Field(default=100, ge=1, description="steps between checkpoints")
@@ -211,48 +346,31 @@ class TrainConfig(Strict):
         "less memory for the papers' batch sizes, about a third more compute",
     )
 
-    grad_cache: GradCacheConfig | None = Field(
-        default=None,
-        description="dual, joint: gradient caching, for batches larger than memory allows "
-        "(same gradients, a second forward per chunk); unset: off",
-    )
-    retromae: RetroMAESettings | None = Field(
-        default=None,
-        description="retromae: the mask ratios of RetroMAE pre-training (retrieval/training/"
-        "retromae/); unset: the defaults",
-    )
+    @classmethod
+    def kind_name(cls) -> str:
+        return cls.model_fields["kind"].default
+
+    @classmethod
+    def losses(cls) -> tuple[str, ...]:
+        """The registered losses that train this kind, its default first."""
+        return literal_values(cls.model_fields["loss"].annotation)
 
     @model_validator(mode="before")
     @classmethod
-    def _pairs_come_alone(cls, raw: object) -> object:
-        """A pair is its own group: no negatives are drawn for it (retrieval/training/
-        negatives.py then has nothing to check)."""
-        if isinstance(raw, dict) and raw.get("kind") == "pair" and "group_size" not in raw:
-            raw = {**raw, "group_size": 1}
+    def _keys_fit_kind(cls, raw: object) -> object:
+        check_keys(raw, cls, (cls.kind_name(),))
         return raw
 
     @model_validator(mode="after")
-    def _data_fits_kind(self) -> TrainConfig:
-        check_data_fits_kind(self)
-        return self
-
-    @model_validator(mode="after")
-    def _loss_fits_kind(self) -> TrainConfig:
-        allowed = LOSSES_BY_KIND[self.kind]
-        if self.loss is None:
-            self.loss = allowed[0]
-        elif self.loss not in allowed:
-            raise ValueError(
-                f"loss '{self.loss}' does not train a {self.kind} model; use one of "
-                f"{', '.join(allowed)}"
-            )
-        check_pair_options(self)
+    def _loss_args_fit_loss(self) -> TrainBase:
+        """``loss_args`` are checked against the loss ``loss`` names: a rule across two keys."""
+        name = registered_loss(self.loss)
         try:
-            checked = loss_arguments(registered_loss(self.loss)).model_validate(self.loss_args)
+            checked = loss_arguments(name).model_validate(self.loss_args)
         except ValidationError as err:
             first = err.errors()[0]
             key = ".".join(str(p) for p in first["loc"])
-            takes = ", ".join(settable(registered_loss(self.loss))) or "no arguments"
+            takes = ", ".join(settable(name)) or "no arguments"
             raise ValueError(
                 f"key 'loss_args.{key}': {first['msg']} (loss '{self.loss}' takes {takes})"
             ) from None
@@ -260,93 +378,196 @@ class TrainConfig(Strict):
         return self
 
     @model_validator(mode="after")
-    def _grad_cache_fits_kind(self) -> TrainConfig:
-        check_grad_cache(self)
+    def _kind_is_set(self) -> TrainBase:
+        """The kind counts as set even when it is the class's default, so a dump of the set
+        keys (what Ray workers get: pipelines/train_launcher.py) still validates as this kind."""
+        self.model_fields_set.add("kind")
         return self
+
+
+MODEL_SETTINGS_HELP = "DualEncoderSettings overrides"
+RANDOM_NEGATIVES_HELP = (
+    "an example without negatives draws random corpus passages instead (logged); off: such "
+    "examples are an error before training starts"
+)
+RERANKER_HEAD_LR_HELP = (
+    "learning rate of the re-ranker's new pooler + classifier (default: lr); see "
+    "retrieval/training/optimizer.py"
+)
+
+
+class DualConfig(TrainBase):
+    """A dual encoder (retriever) on queries with their positive and hard negative passages,
+    the other queries' passages (and a queue's) as more negatives."""
+
+    kind: Literal["dual"] = "dual"
+    loss: Literal["cross_batch", "infonce"] = "cross_batch"
+    model_settings: ModelSettings = Field(
+        default_factory=ModelSettings, description=MODEL_SETTINGS_HELP
+    )
+    hard_negatives: int = Field(default=0, ge=0, description="per query")
+    random_negatives: bool = Field(default=False, description=RANDOM_NEGATIVES_HELP)
+    queue: QueueConfig | None = Field(
+        default=None, description="past passages as extra negatives (MoCo); unset: none"
+    )
+    grad_cache: GradCacheConfig | None = Field(
+        default=None,
+        description="gradient caching, for batches larger than memory allows (same gradients, "
+        "a second forward per chunk); unset: off",
+    )
+
+    def queue_rows(self, world: int) -> int:
+        """The queue's rows: each step pushes every worker's passages."""
+        return self.queue.rows(self.batch_size * world * (1 + self.hard_negatives))
+
+
+class CrossConfig(TrainBase):
+    """A cross-encoder (re-ranker) on groups of one positive and ``group_size - 1`` negatives
+    per query."""
+
+    kind: Literal["cross"] = "cross"
+    loss: Literal["listwise_ce", "pointwise_bce"] = "listwise_ce"
+    group_size: int = Field(default=4, ge=2, description="1 positive + n-1 negatives")
+    cross_max_len: int = Field(default=256, ge=8, description="tokens of a (query, passage) pair")
+    head_lr: float | None = Field(default=None, gt=0, description=RERANKER_HEAD_LR_HELP)
+    random_negatives: bool = Field(default=False, description=RANDOM_NEGATIVES_HELP)
+
+
+class JointConfig(TrainBase):
+    """A dual encoder and a re-ranker trained together on the same lists (RocketQAv2)."""
+
+    kind: Literal["joint"] = "joint"
+    cross_model: str = Field(description="the re-ranker to start from")
+    loss: Literal["joint_listwise"] = "joint_listwise"
+    model_settings: ModelSettings = Field(
+        default_factory=ModelSettings, description=MODEL_SETTINGS_HELP
+    )
+    group_size: int = Field(default=4, ge=2, description="1 positive + n-1 negatives")
+    cross_max_len: int = Field(default=256, ge=8, description="tokens of a (query, passage) pair")
+    head_lr: float | None = Field(default=None, gt=0, description=RERANKER_HEAD_LR_HELP)
+    random_negatives: bool = Field(default=False, description=RANDOM_NEGATIVES_HELP)
+    grad_cache: JointGradCacheConfig | None = Field(
+        default=None,
+        description="gradient caching of both models, for batches larger than memory allows "
+        "(same gradients, a second forward per chunk); unset: off",
+    )
+
+
+class PairConfig(TrainBase):
+    """A sentence-embedding model on sentence pairs (a pair is its own group: no negatives are
+    drawn), or on plain sentences (simcse_unsup)."""
+
+    kind: Literal["pair"] = "pair"
+    data: PairData
+    loss: Literal[
+        "cosent",
+        "cosine_mse",
+        "sbert_softmax",
+        "infonce",
+        "simcse_unsup",
+        "circle",
+        "multilabel_ce",
+    ] = "cosent"
+    model_settings: ModelSettings = Field(
+        default_factory=ModelSettings, description=MODEL_SETTINGS_HELP
+    )
+    queue: QueueConfig | None = Field(
+        default=None,
+        description="infonce, simcse_unsup: past embeddings as extra negatives (MoCo / ESimCSE "
+        "queue, no momentum encoder); unset: none",
+    )
+    projector: ProjectorConfig | None = Field(
+        default=None, description="a training-only MLP (SimCLR) before the loss, dropped at export"
+    )
 
     @model_validator(mode="after")
-    def _retromae_fits_kind(self) -> TrainConfig:
-        settings = fit_retromae(self.kind, self.retromae, self.data.examples)
-        if settings is not self.retromae:  # the defaults filled in for kind retromae
-            self.retromae = settings
+    def _loss_fits_queue_and_data(self) -> PairConfig:
+        """Rules across keys: only some losses take a queue, and only simcse_unsup reads plain
+        sentences (the others need labelled pairs)."""
+        if self.queue is not None and self.loss not in QUEUE_LOSSES:
+            raise ValueError(
+                f"key 'queue': loss '{self.loss}' takes no extra negatives; use one of "
+                f"{', '.join(QUEUE_LOSSES)}"
+            )
+        if self.loss not in SENTENCE_LOSSES and self.data.pairs is None:
+            raise ValueError(f"key 'data.pairs': loss '{self.loss}' trains on labelled pairs")
         return self
 
-
-PAIR_ONLY = ("queue", "projector")
-
-
-def check_grad_cache(config: TrainConfig) -> None:
-    """Gradient caching splits the dual encoder's (and joint's re-ranker's) batch; a cross or
-    pair run has no such step, so asking for it there is refused rather than ignored."""
-    chunks = config.grad_cache
-    if chunks is None:
-        return
-    if config.kind not in GRAD_CACHE_KINDS:
-        raise ValueError(
-            f"key 'grad_cache': kind {config.kind} does not support it "
-            f"({', '.join(GRAD_CACHE_KINDS)} only)"
-        )
-    if config.kind != "joint" and "pair_chunk" in chunks.model_fields_set:
-        raise ValueError("key 'grad_cache.pair_chunk': only kind joint scores pairs")
+    def queue_rows(self, world: int) -> int:
+        """The queue's rows: each step pushes every worker's second sentences."""
+        return self.queue.rows(self.batch_size * world)
 
 
-def check_data_fits_kind(config: TrainConfig) -> None:
-    """Pair training reads exactly one of data.pairs, data.sentences, data.tables (the last
-    two for simcse_unsup only); the other kinds read data.tables and need a group of >= 2."""
-    data = config.data
-    if config.kind != "pair":
-        if data.tables is None:
-            raise ValueError(f"key 'data.tables': required for kind {config.kind}")
-        for key in ("pairs", "sentences"):
-            if getattr(data, key) is not None:
-                raise ValueError(f"key 'data.{key}': only kind pair reads it")
-        if config.kind != "dual" and config.group_size < 2:
-            raise ValueError(
-                f"key 'group_size': {config.kind} needs >= 2 (1 positive + negatives), "
-                f"got {config.group_size}"
-            )
-        return
-    sources = [key for key in ("pairs", "sentences", "tables") if getattr(data, key) is not None]
-    if len(sources) != 1:
-        raise ValueError(
-            "kind pair reads one of data.pairs (sentence pairs), data.sentences or data.tables "
-            f"(sentences for simcse_unsup); got {', '.join(sources) or 'none'}"
-        )
-    if data.examples is not None:
-        raise ValueError("key 'data.examples': kind pair reads data.pairs, not examples")
-    if config.group_size != 1:
-        raise ValueError("key 'group_size': a pair is its own group; leave it out for kind pair")
-    if data.label_range is not None and not data.label_range[1] > data.label_range[0]:
-        raise ValueError(f"key 'data.label_range': {list(data.label_range)} must rise")
+class RetroMAEConfig(TrainBase):
+    """An encoder pre-trained on a corpus's passages by masked auto-encoding (RetroMAE,
+    retrieval/training/retromae/)."""
+
+    kind: Literal["retromae"] = "retromae"
+    data: CorpusData
+    loss: Literal["masked_lm"] = "masked_lm"
+    model_settings: ModelSettings = Field(
+        default_factory=ModelSettings, description=MODEL_SETTINGS_HELP
+    )
+    retromae: RetroMAESettings = Field(
+        default_factory=RetroMAESettings, description="the mask ratios of RetroMAE pre-training"
+    )
+    head_lr: float | None = Field(
+        default=None,
+        gt=0,
+        description="learning rate of the masked-LM head and the decoder (default: lr); see "
+        "retrieval/training/optimizer.py",
+    )
 
 
-def check_pair_options(config: TrainConfig) -> None:
-    """Options that only some pair losses can use, refused in one line naming the key."""
-    if config.kind != "pair":
-        for key in PAIR_ONLY:
-            if key in config.model_fields_set:
-                raise ValueError(f"key '{key}': only kind pair uses it (dual: moco_queue_size)")
-        return
-    if config.moco_queue_size:
-        raise ValueError("key 'moco_queue_size': kind pair sizes its queue with queue_batches")
-    if config.queue and config.loss not in QUEUE_LOSSES:
-        raise ValueError(
-            f"key 'queue': loss '{config.loss}' takes no extra negatives; use one of "
-            f"{', '.join(QUEUE_LOSSES)}"
-        )
-    if config.loss not in SENTENCE_LOSSES and config.data.pairs is None:
-        raise ValueError(f"key 'data.pairs': loss '{config.loss}' trains on labelled pairs")
+KIND_CONFIGS: dict[str, type[TrainBase]] = {
+    cls.kind_name(): cls
+    for cls in (DualConfig, CrossConfig, JointConfig, PairConfig, RetroMAEConfig)
+}
+KINDS = tuple(KIND_CONFIGS)
+LOSSES_BY_KIND = {kind: cls.losses() for kind, cls in KIND_CONFIGS.items()}
+
+
+def kind_of(raw: object) -> str | None:
+    """The kind a mapping or a config names (a mapping without ``kind``: dual)."""
+    if isinstance(raw, dict):
+        return raw.get("kind", "dual")
+    return getattr(raw, "kind", None)
+
+
+TrainConfig = Annotated[
+    Union[tuple(Annotated[cls, Tag(kind)] for kind, cls in KIND_CONFIGS.items())],  # noqa: UP007
+    Discriminator(kind_of),
+]
+"""Any kind's config, keyed by ``kind``: a type for annotations and for pydantic fields."""
+
+
+class _Kind(BaseModel):
+    kind: Literal[KINDS]  # type: ignore[valid-type]
+
+
+def validate_train_config(raw: object) -> TrainConfig:
+    """``raw`` as the config of its kind; pydantic's ValidationError names the keys as they are
+    written (no kind in front, as a discriminated union's errors would have)."""
+    if isinstance(raw, TrainBase):
+        return raw
+    kind = kind_of(raw)
+    if not isinstance(raw, dict) or not isinstance(kind, str) or kind not in KIND_CONFIGS:
+        _Kind.model_validate({"kind": kind} if isinstance(raw, dict) else raw)
+    return KIND_CONFIGS[kind].model_validate(raw)
 
 
 def one_line(err: ValidationError, source: object) -> str:
     """Pydantic's multi-line report as one line naming the key (a check over several keys
-    names them in its own message)."""
+    names them in its own message; a nested block's check naming a key is placed under it)."""
     first = err.errors()[0]
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     message = first["msg"].removeprefix("Value error, ")
-    if not first["loc"]:
-        return f"{source}: {message}{more}"
     key = ".".join(str(p) for p in first["loc"])
+    inner = re.match(r"key '([^']*)': (.*)", message, re.DOTALL)
+    if inner:
+        key, message = ".".join(k for k in (key, inner[1]) if k), inner[2]
+    if not key:
+        return f"{source}: {message}{more}"
     return f"{source}: key '{key}': {message}{more}"
 
 
@@ -370,35 +591,37 @@ def load_train_config(path: str | Path, **overrides) -> TrainConfig:
     path = Path(path)
     raw = {**read_yaml_mapping(path), **overrides}
     try:
-        config = TrainConfig.model_validate(raw)
+        config = validate_train_config(raw)
     except ValidationError as err:
         raise ConfigError(one_line(err, path)) from None
     check_paths(config, path)
     return absolute_paths(config)
 
 
+def local_paths(config: TrainConfig) -> dict[str, Path]:
+    """The config's local files and folders by key (``data.tables``, ``deepspeed``, ...)."""
+    named = {f"data.{key}": value for key, value in config.data if isinstance(value, Path)}
+    if config.deepspeed is not None:
+        named["deepspeed"] = config.deepspeed
+    return named
+
+
 def check_paths(config: TrainConfig, source: object) -> None:
-    data = config.data
-    named = {"data.tables": data.tables, "data.examples": data.examples}
-    named.update({"data.pairs": data.pairs, "data.sentences": data.sentences})
-    named["deepspeed"] = config.deepspeed
-    for key, value in named.items():
-        if value is not None and not Path(value).exists():
+    for key, value in local_paths(config).items():
+        if not Path(value).exists():
             raise MissingInputError(f"{source}: key '{key}': {value} does not exist")
 
 
 def absolute_paths(config: TrainConfig) -> TrainConfig:
     """Workers on Ray start in another directory: make every local path absolute."""
-    paths = ("tables", "examples", "pairs", "sentences")
     data = config.data.model_copy(
-        update={key: getattr(config.data, key) and getattr(config.data, key).resolve()
-                for key in paths}
-    )  # fmt: skip
+        update={key: value.resolve() for key, value in config.data if isinstance(value, Path)}
+    )
     update = {"data": data, "output_dir": config.output_dir.resolve()}
     if config.deepspeed:
         update["deepspeed"] = config.deepspeed.resolve()
     for key in ("model", "cross_model"):
-        value = getattr(config, key)
+        value = getattr(config, key, None)
         if value and Path(value).exists():
             update[key] = str(Path(value).resolve())
     return config.model_copy(update=update)

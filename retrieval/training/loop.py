@@ -87,7 +87,7 @@ def deepspeed_config(config: TrainConfig) -> dict:
     ds = dict(ds)
     ds["train_micro_batch_size_per_gpu"] = config.batch_size
     ds.pop("train_batch_size", None)  # DeepSpeed derives it from micro batch x GA x world
-    if config.grad_cache is not None:
+    if getattr(config, "grad_cache", None) is not None:  # kinds dual and joint
         refuse_zero3(ds)
     return ds
 
@@ -110,10 +110,11 @@ def build(config: TrainConfig, store: PassageStore, examples: ResolvedExamples):
     module, collate, models = _build(config, store, examples)
     if config.gradient_checkpointing:
         checkpoint_activations(models)
-    if config.grad_cache is not None:
-        module = with_grad_cache(module, config.grad_cache)
+    chunks = getattr(config, "grad_cache", None)  # kinds dual and joint
+    if chunks is not None:
+        module = with_grad_cache(module, chunks)
         if distributed.rank() == 0:
-            logger.info("grad cache: %s", config.grad_cache.summary(config.kind))
+            logger.info("grad cache: %s", chunks.summary())
     return module, collate, models
 
 
@@ -140,7 +141,9 @@ def _build(config: TrainConfig, store: PassageStore, examples: ResolvedExamples)
         return module, collate, {"model": dual, "cross_model": cross}
     loss_args = {"temperature": dual.settings.temperature, "similarity": dual.settings.similarity}
     loss = build_loss(config.loss, **{**loss_args, **config.loss_args})
-    queue = MoCoQueue(config.moco_queue_size, dual.dim) if config.moco_queue_size else None
+    queue = None
+    if config.queue is not None:
+        queue = MoCoQueue(config.queue_rows(distributed.world_size()), dual.dim)
     collate = DualCollator(
         dual, examples, store, config.hard_negatives, config.seed, config.random_negatives
     )
@@ -177,7 +180,8 @@ def train_worker(config: TrainConfig) -> dict:
     sampler = StepSampler(len(examples), config.batch_size, world, config.seed)
     total = sampler.total_steps(config.epochs, config.max_steps)
     ds_config = deepspeed_config(config)
-    groups = param_groups(module, config.lr, config.weight_decay, config.head_lr)
+    head_lr = getattr(config, "head_lr", None)  # kinds cross, joint and retromae
+    groups = param_groups(module, config.lr, config.weight_decay, head_lr)
     optimizer = scheduler = None
     if "optimizer" not in ds_config:
         optimizer = torch.optim.AdamW(groups)
@@ -186,7 +190,7 @@ def train_worker(config: TrainConfig) -> dict:
     # over the JSON's); otherwise it takes every parameter at the JSON's lr, as before.
     engine, _, _, scheduler = deepspeed.initialize(
         model=module,
-        model_parameters=groups if optimizer is None and config.head_lr else None,
+        model_parameters=groups if optimizer is None and head_lr else None,
         optimizer=optimizer,
         lr_scheduler=scheduler,
         config=ds_config,
@@ -343,11 +347,17 @@ def model_cards(config: TrainConfig, summary: dict, world: int) -> dict[str, str
         "hard negatives" if config.kind == "dual" else "group size": (
             config.hard_negatives if config.kind == "dual" else config.group_size
         ),
-        "model settings": config.model_settings.overrides(),
+        "queue of past passages": (
+            config.queue_rows(world) if getattr(config, "queue", None) is not None else None
+        ),
+        "model settings": (  # the dual encoder's; a cross-encoder has none
+            config.model_settings.overrides() if config.kind != "cross" else None
+        ),
         "seed": config.seed,
         "final loss": summary["final_loss"],
         **weights,
     }
+    facts = {k: v for k, v in facts.items() if v is not None}
     title = Path(config.output_dir).name
     if config.kind == "joint":
         return {

@@ -19,11 +19,14 @@ logger = logging.getLogger(__name__)
 
 
 def negatives_needed(config: TrainConfig) -> int:
-    """Negatives drawn per example: hard negatives (dual) or the rest of a group; none for
-    RetroMAE, whose examples are the corpus passages themselves."""
-    if config.kind == "retromae":
-        return 0
-    return config.hard_negatives if config.kind == "dual" else config.group_size - 1
+    """Negatives drawn per example: hard negatives (dual) or the rest of a group (cross,
+    joint); none for RetroMAE, whose examples are the corpus passages themselves, nor for
+    pairs, each its own group."""
+    if config.kind == "dual":
+        return config.hard_negatives
+    if config.kind in ("cross", "joint"):
+        return config.group_size - 1
+    return 0
 
 
 def check_negatives(config: TrainConfig) -> int:

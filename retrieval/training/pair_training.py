@@ -11,19 +11,14 @@ from retrieval.losses import MoCoQueue, build_loss
 from retrieval.models.dual_encoder import DualEncoder
 from retrieval.tables.store import read_manifest, table_exists
 from retrieval.training.collators import PairCollator
-from retrieval.training.config import TrainConfig, registered_loss
+from retrieval.training.config import PairConfig, registered_loss
 from retrieval.training.modules import PairTrainingModule
 from retrieval.training.pair_objectives import PAIR_OBJECTIVES
 from retrieval.training.pairs import PairStore, pairs_dir
 from retrieval.training.projector import Projector
 
 
-def queue_size(config: TrainConfig, world: int) -> int:
-    """``queue_batches`` global batches of ``batch_size x world`` vectors (at least one row)."""
-    return max(1, round(config.queue_batches * config.batch_size * world))
-
-
-def pair_loss(config: TrainConfig, model: DualEncoder, dim: int):
+def pair_loss(config: PairConfig, model: DualEncoder, dim: int):
     """The loss named by ``config.loss``; infonce takes the model's temperature and similarity
     unless ``loss_args`` set them, sbert_softmax's head is sized to the vectors it reads."""
     defaults: dict = {}
@@ -35,7 +30,7 @@ def pair_loss(config: TrainConfig, model: DualEncoder, dim: int):
     return build_loss(registered_loss(config.loss), **{**defaults, **config.loss_args})
 
 
-def build_pair_training(config: TrainConfig, pairs: PairStore):
+def build_pair_training(config: PairConfig, pairs: PairStore):
     """``(module, collate, models)`` as loop.build expects; only the encoder is exported."""
     model = DualEncoder.from_pretrained(config.model, **config.model_settings.overrides())
     projector = None
@@ -44,18 +39,18 @@ def build_pair_training(config: TrainConfig, pairs: PairStore):
         projector = Projector(model.dim, settings.hidden_dim, settings.out_dim)
     dim = projector.out_dim if projector is not None else model.dim
     queue = None
-    if config.queue:
-        queue = MoCoQueue(queue_size(config, distributed.world_size()), dim)
+    if config.queue is not None:
+        queue = MoCoQueue(config.queue_rows(distributed.world_size()), dim)
     loss = pair_loss(config, model, dim)
     module = PairTrainingModule(model, loss, PAIR_OBJECTIVES[config.loss], projector, queue)
     return module, PairCollator(model, pairs), {"model": model}
 
 
-def open_pairs(config: TrainConfig) -> PairStore:
+def open_pairs(config: PairConfig) -> PairStore:
     return PairStore(pairs_dir(config), pairs_dir(config).parent / "hf_cache_pairs")
 
 
-def pair_card_facts(config: TrainConfig, summary: dict, world: int) -> dict:
+def pair_card_facts(config: PairConfig, summary: dict, world: int) -> dict:
     """The model card's training settings of a pair run (labels as the data step read them)."""
     meta, data = open_pairs_meta(config), config.data
     facts = {
@@ -75,7 +70,9 @@ def pair_card_facts(config: TrainConfig, summary: dict, world: int) -> dict:
         "projector (training only, not exported)": (
             config.projector.model_dump() if config.projector is not None else None
         ),
-        "queue of past embeddings": (queue_size(config, world) if config.queue else None),
+        "queue of past embeddings": (
+            config.queue_rows(world) if config.queue is not None else None
+        ),
         "model settings": config.model_settings.overrides(),
         "seed": config.seed,
         "final loss": summary["final_loss"],
@@ -83,7 +80,7 @@ def pair_card_facts(config: TrainConfig, summary: dict, world: int) -> dict:
     return {k: v for k, v in facts.items() if v is not None}
 
 
-def open_pairs_meta(config: TrainConfig) -> dict:
+def open_pairs_meta(config: PairConfig) -> dict:
     """What the data step recorded about the pairs (source, label range, positive_at)."""
     folder = pairs_dir(config)
     return read_manifest(folder)["meta"] if table_exists(folder) else {}

@@ -27,7 +27,7 @@ from retrieval.tables.store import (
     table_exists,
     write_table,
 )
-from retrieval.training.config import TrainConfig
+from retrieval.training.config import PairConfig
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ POSITIVE_SHARE = 0.8  # default positive_at: 80% up the label range (STS-B 0-5: 
 LOSSES_ON_POSITIVE_PAIRS = ("infonce",)  # a pair is (anchor, positive); negatives are in-batch
 
 
-def pairs_dir(config: TrainConfig) -> Path:
+def pairs_dir(config: PairConfig) -> Path:
     return Path(config.output_dir) / "data" / "pairs"
 
 
@@ -106,7 +106,7 @@ def corpus_sentences(corpus_dir: Path, limit: int | None) -> Iterator[pa.Table]:
             return
 
 
-def prepare_pairs(config: TrainConfig) -> dict:
+def prepare_pairs(config: PairConfig) -> dict:
     """Resolve the run's pair data into :func:`pairs_dir` once; returns the table's manifest.
 
     - ``data.pairs`` (``data.split``'s file): labelled pairs; losses in

@@ -60,6 +60,28 @@ TYPOS = {
         "stages.train_dual_1.train.model_settings.query_max_length",
     ),
     "train key": (("stages", "mine", "train"), {}, "stages.mine.train"),
+    "a key of another kind": (
+        ("stages", "train_dual_0", "train", "group_size"),
+        8,
+        "key 'stages.train_dual_0.train.group_size': kind dual does not take it (kinds cross, "
+        "joint only)",
+    ),
+    "a dual key in the re-ranker's stage": (
+        ("stages", "train_cross", "train", "model_settings"),
+        {"pooling": "cls"},
+        "key 'stages.train_cross.train.model_settings': kind cross does not take it",
+    ),
+    "a renamed key": (
+        ("stages", "train_dual_1", "train", "moco_queue_size"),
+        16,
+        "key 'stages.train_dual_1.train.moco_queue_size': renamed; write queue: {size: 16}",
+    ),
+    "a loss of another kind": (
+        ("stages", "train_cross", "train", "loss"),
+        "infonce",
+        "key 'stages.train_cross.train.loss': loss 'infonce' does not train a cross model; "
+        "use one of listwise_ce, pointwise_bce",
+    ),
 }
 
 
@@ -78,12 +100,29 @@ def test_a_typo_anywhere_in_the_config_is_one_line_at_load_time(tmp_path, case):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def test_each_training_stage_holds_the_keys_of_its_kind_only():
+    """What `rqa config show` prints and a stage's fingerprint is made of."""
+    from pipelines.config import PipelineConfig
+
+    stages = PipelineConfig.model_validate(yaml.safe_load(CONFIGS[0].read_text())).stages
+    dual, cross = stages.train_dual_0.train, stages.train_cross.train
+    joint, pretrain = stages.train_joint.train, stages.pretrain.train
+    assert {"hard_negatives", "queue", "grad_cache"} <= set(dual.model_dump())
+    assert not {"group_size", "cross_max_len", "head_lr", "projector"} & set(dual.model_dump())
+    assert {"group_size", "cross_max_len", "head_lr"} <= set(cross.model_dump())
+    assert not {"hard_negatives", "model_settings", "queue", "grad_cache"} & set(cross.model_dump())
+    assert type(joint).model_validate({"grad_cache": {"pair_chunk": 4}}).grad_cache.pair_chunk == 4
+    assert (dual.loss, cross.loss, joint.loss, pretrain.loss) == (
+        "cross_batch", "listwise_ce", "joint_listwise", None)  # fmt: skip
+
+
 def test_launcher_keys_live_on_the_pipelines_side(tmp_path):
     from pipelines.launch_settings import load_train_job
     from retrieval.errors import ConfigError
-    from retrieval.training.config import TrainConfig, load_train_config
+    from retrieval.training.config import KIND_CONFIGS, load_train_config
 
-    assert not {"launcher", "workers", "ray_address"} & set(TrainConfig.model_fields)
+    for cls in KIND_CONFIGS.values():
+        assert not {"launcher", "workers", "ray_address"} & set(cls.model_fields)
     path = tmp_path / "train.yaml"
     raw = {"model": "m", "output_dir": str(tmp_path), "data": {"tables": str(tmp_path)}}
     path.write_text(yaml.safe_dump({**raw, "launcher": "local"}))

@@ -140,9 +140,9 @@ def test_waiting_for_workers_of_a_killed_run(tmp_path):
 def test_training_refuses_a_work_folder_another_run_trains_into(tmp_path, scifact_tables):
     from pipelines.launch_settings import LaunchSettings
     from pipelines.train_launcher import launch
-    from retrieval.training.config import TrainConfig
+    from retrieval.training.config import DualConfig
 
-    config = TrainConfig(
+    config = DualConfig(
         model=str(tmp_path / "unused-model"),
         output_dir=tmp_path / "work",
         data={"tables": str(scifact_tables)},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from retrieval.losses import build_loss
 from retrieval.models.dual_encoder import DualEncoder
-from retrieval.training.config import TrainConfig
+from retrieval.training.config import RetroMAEConfig
 from retrieval.training.passages import PassageStore
 from retrieval.training.retromae.decoder import SentenceDecoder
 from retrieval.training.retromae.masking import RetroMAECollator
@@ -17,7 +17,7 @@ from retrieval.training.retromae.mlm_head import masked_lm_head
 from retrieval.training.retromae.module import RetroMAETrainingModule
 
 
-def build_retromae_training(config: TrainConfig, store: PassageStore):
+def build_retromae_training(config: RetroMAEConfig, store: PassageStore):
     """``(module, collate, models)`` as loop.build expects; only the encoder is exported. One
     shared tower whatever ``model_settings.shared`` says: pre-training makes one encoder, which
     a later stage may still split into two."""
@@ -33,14 +33,14 @@ def build_retromae_training(config: TrainConfig, store: PassageStore):
     return module, collate, {"model": model}
 
 
-def passage_rows(config: TrainConfig, store: PassageStore) -> range:
+def passage_rows(config: RetroMAEConfig, store: PassageStore) -> range:
     """The examples of a RetroMAE run: corpus rows ``0..N-1`` (``data.max_examples``: the
     first N passages only); the step sampler permutes them like any examples."""
     limit = config.data.max_examples or len(store)
     return range(min(limit, len(store)))
 
 
-def retromae_card_facts(config: TrainConfig, summary: dict, world: int) -> dict:
+def retromae_card_facts(config: RetroMAEConfig, summary: dict, world: int) -> dict:
     """The model card's training settings of a RetroMAE run."""
     return {
         "training kind": "retromae (masked auto-encoding pre-training)",

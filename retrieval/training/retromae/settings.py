@@ -28,18 +28,3 @@ class RetroMAESettings(BaseModel):
         description="retromae: share of each passage's tokens the decoder must rebuild "
         "(all replaced by [MASK])",
     )
-
-
-def fit_retromae(
-    kind: str, settings: RetroMAESettings | None, examples: object
-) -> RetroMAESettings | None:
-    """The run's RetroMAE settings (the defaults for ``kind: retromae`` when unset); a
-    ValueError naming the key when another kind sets them, or a RetroMAE run names examples
-    (it reads the corpus passages alone)."""
-    if kind != "retromae":
-        if settings is not None:
-            raise ValueError(f"key 'retromae': only kind retromae masks passages, not {kind}")
-        return None
-    if examples is not None:
-        raise ValueError("key 'data.examples': kind retromae reads the corpus passages alone")
-    return settings or RetroMAESettings()

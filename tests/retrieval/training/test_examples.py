@@ -62,11 +62,11 @@ def test_examples_without_negatives_are_refused_before_training_unless_chosen(sc
     import pytest
 
     from retrieval.errors import ConfigError
-    from retrieval.training.config import TrainConfig
+    from retrieval.training.config import validate_train_config
     from retrieval.training.negatives import check_negatives
 
     base = {"model": "m", "output_dir": "out", "data": {"tables": str(scifact_tables)}}
-    qrels_only = TrainConfig.model_validate({**base, "hard_negatives": 1})
+    qrels_only = validate_train_config({**base, "hard_negatives": 1})
     with pytest.raises(ConfigError, match=r"examples have no negatives .*random_negatives: true"):
         check_negatives(qrels_only)
     chosen = qrels_only.model_copy(update={"random_negatives": True})

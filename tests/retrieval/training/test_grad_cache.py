@@ -25,7 +25,7 @@ from retrieval.training.cached_modules import (
     CachedJointTrainingModule,
     with_grad_cache,
 )
-from retrieval.training.config import GradCacheConfig, load_train_config
+from retrieval.training.config import GradCacheConfig, JointGradCacheConfig, load_train_config
 from retrieval.training.grad_cache import in_batch_order, length_chunks, split_rows, trim_padding
 from retrieval.training.loop import build, deepspeed_config
 from retrieval.training.modules import DualTrainingModule, JointTrainingModule
@@ -45,7 +45,7 @@ from tests.retrieval.training.grad_cache_cases import (
 
 # Uneven on purpose: the last chunk of each side is a remainder (6 = 4+2, 12 = 5+5+2). The
 # cases here keep each side's last chunk's graph; LOCAL_CHUNKS (below) re-encode it (the default).
-CHUNKS = GradCacheConfig(query_chunk=4, passage_chunk=5, pair_chunk=5, keep_last=True)
+CHUNKS = JointGradCacheConfig(query_chunk=4, passage_chunk=5, pair_chunk=5, keep_last=True)
 # float64 steps agree to rounding (1e-15); the brief's bound is 1e-6.
 F64 = {"rtol": 1e-6, "atol": 1e-9}
 # DeepSpeed all-reduces only float16/bfloat16/float32 gradients (engine.py asserts "unsupported
@@ -483,12 +483,18 @@ def test_build_switches_to_the_cached_module_and_says_so(tmp_path, tiny_bert_dir
 @pytest.mark.parametrize(
     "extra,message",
     [
-        ({"kind": "cross"}, "key 'grad_cache': kind cross does not support it (dual, joint only)"),
+        (
+            {"kind": "cross"},
+            "key 'grad_cache': kind cross does not take it (kinds dual, joint only)",
+        ),
         (
             {"kind": "pair", "loss": "simcse_unsup"},
-            "key 'grad_cache': kind pair does not support it",
+            "key 'grad_cache': kind pair does not take it",
         ),
-        ({"grad_cache": {"pair_chunk": 4}}, "key 'grad_cache.pair_chunk': only kind joint"),
+        (
+            {"grad_cache": {"pair_chunk": 4}},
+            "key 'grad_cache.pair_chunk': kind dual does not take it (kind joint only)",
+        ),
         ({"grad_cache": {"query_chunk": 0}}, "key 'grad_cache.query_chunk'"),
     ],
 )
@@ -536,16 +542,15 @@ LOOP_RUNS = {
 def test_the_loop_trains_with_grad_cache(tmp_path, scifact_tables, tiny_bert_dir, kind):
     """train_worker end to end (DeepSpeed ZeRO 0, a checkpoint, export) with a cached module."""
     config = {
-        "kind": kind, "model": str(tiny_bert_dir), "cross_model": str(tiny_bert_dir),
-        "output_dir": str(tmp_path / "out"),
+        "kind": kind, "model": str(tiny_bert_dir), "output_dir": str(tmp_path / "out"),
         "data": {"tables": str(scifact_tables), "max_examples": 64},
         "batch_size": 8, "max_steps": 3, "checkpoint_every": 2, "log_every": 1,
-        "random_negatives": True, "cross_max_len": 64,
+        "random_negatives": True,
         "model_settings": {"query_max_len": 24, "passage_max_len": 48},
         **LOOP_RUNS[kind],
     }  # fmt: skip
-    if kind == "dual":
-        del config["cross_model"]
+    if kind == "joint":  # the re-ranker's keys
+        config.update(cross_model=str(tiny_bert_dir), cross_max_len=64)
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(config))
     run_on_ranks(partial(_train, str(path)), 1, str(tmp_path))

@@ -32,7 +32,12 @@ from retrieval.losses import (
 from retrieval.tables.errors import DataError
 from retrieval.tables.schemas import CORPUS
 from retrieval.tables.store import read_table, write_table
-from retrieval.training.config import LOSSES_BY_KIND, TrainConfig, load_train_config
+from retrieval.training.config import (
+    LOSSES_BY_KIND,
+    PairConfig,
+    load_train_config,
+    validate_train_config,
+)
 from retrieval.training.modules import PairTrainingModule
 from retrieval.training.pair_objectives import PAIR_OBJECTIVES
 from retrieval.training.pairs import pairs_dir, prepare_pairs
@@ -51,12 +56,12 @@ def stsb_rows(n: int | None = None) -> list[tuple[str, str, float]]:
     return [(r[cols[0]], r[cols[1]], float(r[cols[2]])) for r in rows][:n]
 
 
-def pair_config(tmp_path: Path, **extra) -> TrainConfig:
+def pair_config(tmp_path: Path, **extra) -> PairConfig:
     data = extra.pop("data", {})
     if not {"sentences", "tables"} & set(data):
         data = {"pairs": str(STSB), **data}
     raw = {"kind": "pair", "model": "m", "output_dir": str(tmp_path / "out"), "data": data}
-    return TrainConfig.model_validate({**raw, **extra})
+    return validate_train_config({**raw, **extra})
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -130,9 +135,11 @@ def test_simcse_reads_distinct_sentences_a_text_file_or_a_corpus(tmp_path):
     "extra,message",
     [
         ("loss: cross_batch\n", "loss 'cross_batch' does not train a pair model"),
-        ("loss: cosent\nqueue: true\n", "key 'queue': loss 'cosent' takes no extra negatives"),
-        ("loss: infonce\nmoco_queue_size: 8\n", "key 'moco_queue_size'"),
-        ("group_size: 4\n", "key 'group_size': a pair is its own group"),
+        ("loss: cosent\nqueue: {}\n", "key 'queue': loss 'cosent' takes no extra negatives"),
+        ("loss: infonce\nmoco_queue_size: 8\n", "key 'moco_queue_size': renamed; write queue"),
+        ("loss: infonce\nqueue: true\n", "key 'queue': now a mapping; write queue: {}"),
+        ("group_size: 4\n", "key 'group_size': kind pair does not take it"),
+        ("data: {examples: e}\n", "key 'data.examples': kind pair does not take it"),
         ("loss: simcse_unsup\nloss_args: {temprature: 1}\n", "loss_args.temprature"),
         ("projector: {hidden_dm: 3}\n", "key 'projector.hidden_dm'"),
         ("data: {label_range: [5, 0]}\n", "key 'data.label_range'"),
@@ -151,11 +158,13 @@ def test_bad_pair_configs_are_one_line_errors(tmp_path, extra, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-def test_queue_and_projector_are_refused_for_dual_training(tmp_path):
+def test_a_projector_is_refused_for_dual_training(tmp_path):
     (tmp_path / "t").mkdir()
     path = tmp_path / "c.yaml"
-    path.write_text(f"model: m\noutput_dir: out\ndata: {{tables: {tmp_path / 't'}}}\nqueue: true\n")
-    with pytest.raises(ValueError, match="key 'queue': only kind pair uses it"):
+    path.write_text(
+        f"model: m\noutput_dir: out\ndata: {{tables: {tmp_path / 't'}}}\nprojector: {{}}\n"
+    )
+    with pytest.raises(ValueError, match="key 'projector': kind dual does not take it"):
         load_train_config(path)
 
 
@@ -255,8 +264,8 @@ def test_simcse_with_a_queue_adds_the_queued_vectors_to_every_denominator():
 
 RUNS = {  # name -> config changes; every pair loss, plus the queue and projector variants
     **{loss: {"loss": loss} for loss in LOSSES_BY_KIND["pair"]},
-    "infonce_queue": {"loss": "infonce", "queue": True},
-    "simcse_queue": {"loss": "simcse_unsup", "queue": True, "queue_batches": 1.5},
+    "infonce_queue": {"loss": "infonce", "queue": {}},
+    "simcse_queue": {"loss": "simcse_unsup", "queue": {"batches": 1.5}},
     "softmax_projector": {
         "loss": "sbert_softmax",
         "projector": {"hidden_dim": 16, "out_dim": 8},

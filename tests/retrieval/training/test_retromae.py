@@ -16,7 +16,7 @@ import yaml
 
 from retrieval.errors import ConfigError
 from retrieval.models import DualEncoder
-from retrieval.training.config import TrainConfig
+from retrieval.training.config import RetroMAEConfig, validate_train_config
 from retrieval.training.passages import PassageStore
 from retrieval.training.retromae.build import build_retromae_training
 from retrieval.training.retromae.masking import IGNORE, mask_count
@@ -25,7 +25,7 @@ from tests.helpers_cli import finish, kill_after_first_checkpoint, rqa
 ROWS = np.arange(40, 52)  # twelve SciFact passages
 
 
-def retromae_config(tables: Path, model: Path, out: Path, **extra) -> TrainConfig:
+def retromae_config(tables: Path, model: Path, out: Path, **extra) -> RetroMAEConfig:
     raw = {
         "kind": "retromae",
         "model": str(model),
@@ -34,7 +34,7 @@ def retromae_config(tables: Path, model: Path, out: Path, **extra) -> TrainConfi
         "model_settings": {"passage_max_len": 40},
         **extra,
     }
-    return TrainConfig.model_validate(raw)
+    return validate_train_config(raw)
 
 
 @pytest.fixture(scope="module")
@@ -200,12 +200,13 @@ def test_config_fills_the_defaults_and_refuses_what_retromae_cannot_use(scifact_
     assert config.loss == "masked_lm"
     assert (config.retromae.encoder_mask_ratio, config.retromae.decoder_mask_ratio) == (0.3, 0.5)
     cases = {
-        "key 'retromae': only kind retromae": {"kind": "dual", "retromae": {}},
+        "key 'retromae': kind dual does not take it (kind retromae only)": {
+            "kind": "dual", "retromae": {}},
         "does not train a retromae model": {"loss": "cross_batch"},
         "key 'loss_args.temperature'": {"loss_args": {"temperature": 0.1}},
         "key 'retromae.decoder_mask_ratio'": {"retromae": {"decoder_mask_ratio": 1.5}},
-        "key 'data.examples'": {"data": {"tables": str(scifact_tables),
-                                         "examples": str(scifact_tables)}},
+        "key 'data.examples': kind retromae does not take it": {
+            "data": {"tables": str(scifact_tables), "examples": str(scifact_tables)}},
     }  # fmt: skip
     for message, change in cases.items():
         path = tmp_path / "bad.yaml"
@@ -224,7 +225,7 @@ def test_the_shipped_scifact_config_is_a_valid_retromae_run():
 
     path = Path(__file__).resolve().parents[3] / "configs" / "train" / "scifact_retromae.yaml"
     train, launch = split_launch_keys(yaml.safe_load(path.read_text()))
-    config = TrainConfig.model_validate(train)
+    config = validate_train_config(train)
     assert (config.kind, config.loss, config.model_settings.pooling) == (
         "retromae", "masked_lm", "mean")  # fmt: skip
     assert launch == {"workers": 2, "launcher": "ray"}

@@ -27,6 +27,7 @@ def write_config(tmp_path: Path, name: str, tables: Path, model: Path, **extra) 
         "model_settings": {"passage_max_len": 64, "query_max_len": 32},
         **extra,
     }
+    config = {k: v for k, v in config.items() if v is not None}  # None: a key left out
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -73,7 +74,8 @@ def test_cross_encoder_learns_and_loads(tmp_path, scifact_tables, tiny_bert_dir,
 
     config = write_config(
         tmp_path, "ce", scifact_tables, tiny_bert_dir, max_steps=24, loss=loss, group_size=4,
-        model_settings={}, lr=2e-3, head_lr=3e-2, log_every=1, warmup_ratio=0.0, epochs=24,
+        hard_negatives=None, model_settings=None,  # a dual encoder's keys
+        lr=2e-3, head_lr=3e-2, log_every=1, warmup_ratio=0.0, epochs=24,
         data={"tables": str(scifact_tables), "split": "train", "max_examples": 8},
     )  # fmt: skip
     finish(rqa("train-cross", "--config", str(config)))
@@ -150,7 +152,7 @@ def test_joint_training_updates_and_exports_both_models(tmp_path, scifact_tables
 
     config = write_config(
         tmp_path, "joint", scifact_tables, tiny_bert_dir, max_steps=3, group_size=4,
-        cross_model=str(tiny_bert_dir), hard_negatives=0,
+        cross_model=str(tiny_bert_dir), hard_negatives=None,
     )  # fmt: skip
     finish(rqa("train-joint", "--config", str(config)))
     dual = weights(tmp_path / "joint" / "model")
