@@ -33,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--workers", type=int, help="override workers")
         parser.add_argument("--launcher", choices=("ray", "local"), help="override launcher")
         parser.add_argument("--max-steps", type=int, help="override max_steps")
-        add_set_arg(parser, "loss=infonce --set queue=true --set 'projector={}' "
+        add_set_arg(parser, "loss=infonce --set 'queue={}' --set 'projector={}' "
                     "--set data.max_examples=100")  # fmt: skip
         parser.set_defaults(run=run, kind=kind)
 
