@@ -126,7 +126,10 @@ def stage_train(name: str, *kinds: str) -> type[StageTrain]:
                 fields.setdefault(key, (field.annotation, field))
     if len(kinds) > 1:
         losses = tuple(loss for kind in kinds for loss in KIND_CONFIGS[kind].losses())
-        fields["loss"] = (Literal[losses] | None, Field(default=None, description="the method's"))
+        fields["loss"] = (
+            Literal[losses] | None,
+            Field(default=None, description="unset: the one the stage's method trains with"),
+        )
     for key, field in LaunchSettings.model_fields.items():
         if key not in _LAUNCH_KEYS_FROM_RAY:
             fields[key] = (field.annotation, field)
