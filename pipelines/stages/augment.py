@@ -71,12 +71,13 @@ def run(ctx: StageContext) -> dict:
     vectors, candidates, scores = (ctx.work / n for n in ("query-vectors", "candidates", "scores"))
     for folder in (vectors, candidates, scores):
         shutil.rmtree(folder, ignore_errors=True)
-    encode_queries_table(model_dir, queries, vectors, settings, precision)
+    encode_queries_table(model_dir, queries, vectors, settings, precision,
+                         parts=ctx.parts("query-vectors"))  # fmt: skip
     found = search_table(vectors, embeddings, section.depth, settings, section.factory,
                          use_gpu=section.faiss_gpu)  # fmt: skip
     write_table(candidates, found, CANDIDATES)
     score_lists(ctx.path("cross_model"), candidates, ["pids"], ctx.path("corpus"), queries,
-                scores, settings, precision)  # fmt: skip
+                scores, settings, precision, parts=ctx.parts("scores"))  # fmt: skip
     kept = Counter()
     write_table(ctx.out / "examples-augmented", labelled(queries, scores, section, kept), EXAMPLES)
     return {"unlabeled_queries": len(texts), "augmented_examples": kept["examples"]}

@@ -53,7 +53,7 @@ def run(ctx: StageContext) -> dict:
     shutil.rmtree(vectors, ignore_errors=True)
     queries = encode_queries_table(
         model_dir, ctx.tables / f"queries-{split}", vectors, section.inference(),
-        ctx.config.precision,
+        ctx.config.precision, parts=ctx.parts(f"query-vectors-{split}"),
     )  # fmt: skip
     candidates = ctx.out / f"candidates-{split}"
     found = search_table(vectors, embeddings, section.depth, section.inference(), section.factory,

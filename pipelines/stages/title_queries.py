@@ -38,7 +38,8 @@ def mine_titles(ctx: StageContext, model_dir: Path, embeddings: Path) -> int:
     write_table(queries, ({"qid": QID_PREFIX + pid, "text": t} for pid, t in drawn), QUERIES)
     vectors = ctx.work / "query-vectors-titles"
     shutil.rmtree(vectors, ignore_errors=True)
-    encode_queries_table(model_dir, queries, vectors, section.inference(), ctx.config.precision)
+    encode_queries_table(model_dir, queries, vectors, section.inference(), ctx.config.precision,
+                         parts=ctx.parts("query-vectors-titles"))  # fmt: skip
     candidates = ctx.out / "candidates-titles"
     found = search_table(vectors, embeddings, section.depth, section.inference(), section.factory,
                          use_gpu=section.faiss_gpu)  # fmt: skip

@@ -183,3 +183,51 @@ def test_driver_workers_leave_the_process_threads_alone(tables, tiny_bert_dir, t
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_killed_encode_reuses_its_written_parts_and_equals_a_whole_run(
+    tables, tiny_bert_dir, tmp_path, monkeypatch
+):
+    """Workers write their own parts into a folder a crash keeps: a rerun computes only the
+    missing slices and the table equals an uninterrupted run's, byte for byte."""
+    from pipelines.inference import steps, workers
+
+    monkeypatch.setattr(steps, "ROWS_PER_TASK", 40)  # shards of 100, 100, 50: 8 slices
+    encode_corpus_table(tiny_bert_dir, tables / "corpus", tmp_path / "whole", LOCAL)
+    calls, real = [], workers.CorpusEncoder.__call__
+
+    def dies_at_the_fourth(self, batch):
+        calls.append(int(batch["index"][0]))
+        if len(calls) == 4:
+            raise KeyboardInterrupt("killed")
+        return real(self, batch)
+
+    monkeypatch.setattr(workers.CorpusEncoder, "__call__", dies_at_the_fourth)
+    parts = tmp_path / "work" / "parts"
+    with pytest.raises(KeyboardInterrupt):
+        encode_corpus_table(tiny_bert_dir, tables / "corpus", tmp_path / "out", LOCAL, parts=parts)
+    assert not table_exists(tmp_path / "out")
+    calls.clear()
+    monkeypatch.setattr(
+        workers.CorpusEncoder, "__call__", lambda s, b: calls.append(1) or real(s, b)
+    )
+    encode_corpus_table(tiny_bert_dir, tables / "corpus", tmp_path / "out", LOCAL, parts=parts)
+    assert len(calls) == 8 - 3  # the three finished slices were not encoded again
+    assert read_table(tmp_path / "out").equals(read_table(tmp_path / "whole"))
+
+
+def test_actors_hand_the_driver_only_part_entries(ray_local, tables, tiny_bert_dir, tmp_path):
+    from pipelines.inference.pool import run_to_parts, table_slices
+    from pipelines.inference.workers import QueryEncoder
+    from retrieval.tables.parts import finished_parts, open_parts
+
+    parts = open_parts(tmp_path / "parts", {})
+    items = table_slices(tables / "queries", 15)
+    args = (str(tiny_bert_dir), 16, "fp32", {})
+    entries = list(run_to_parts(QueryEncoder, args, items, RAY, parts))
+    assert sorted(e["index"] for e in entries) == [0, 1, 2]
+    assert all(set(e) == {"index", "name", "rows", "sha256"} for e in entries)
+    assert sum(e["rows"] for e in entries) == 40
+    assert {i: e["sha256"] for i, e in finished_parts(parts).items()} == {
+        e["index"]: e["sha256"] for e in entries
+    }  # the actors wrote the data themselves
