@@ -40,12 +40,13 @@ def _input_stamp(table_dir: Path) -> list:
     return [entry["sha256"] for entry in read_manifest(table_dir)["files"]]
 
 
-def _run(
+def run_step(
     worker: type, args: tuple, source: Path, rows_per_task: int, out: Path,
     settings: InferenceSettings, schema: pa.Schema, plan: dict, parts: Path | None,
     desc: str, meta: dict | None = None,
 ) -> dict:  # fmt: skip
-    """``worker`` over ``source``'s slices into parts, then the table at ``out``."""
+    """``worker`` over ``source``'s slices (``rows_per_task`` rows each) into parts, then the
+    table at ``out``; ``plan``: what the parts depend on besides ``source``."""
     own = parts is None
     parts = Path(parts) if parts is not None else out.parent / f".{out.name}.parts"
     plan = {**plan, "input": _input_stamp(source), "rows_per_task": rows_per_task}
@@ -91,7 +92,7 @@ def encode_corpus_table(
     plan = {"step": "encode_corpus", "dtype": dtype, "device": _device(settings),
             **_model_plan(model_dir, precision, overrides, settings.batch_size)}  # fmt: skip
     schema = embeddings_schema(model.dim, dtype)
-    return _run(CorpusEncoder, args, Path(corpus), ROWS_PER_TASK, Path(out), settings, schema,
+    return run_step(CorpusEncoder, args, Path(corpus), ROWS_PER_TASK, Path(out), settings, schema,
                 plan, parts, "encode corpus", meta)  # fmt: skip
 
 
@@ -106,7 +107,7 @@ def encode_queries_table(
     schema = pa.schema([("qid", pa.string()), embeddings_schema(model.dim).field("vector")])
     plan = {"step": "encode_queries", "device": _device(settings),
             **_model_plan(model_dir, precision, overrides, settings.batch_size)}  # fmt: skip
-    return _run(QueryEncoder, args, Path(queries), ROWS_PER_TASK, Path(out), settings, schema,
+    return run_step(QueryEncoder, args, Path(queries), ROWS_PER_TASK, Path(out), settings, schema,
                 plan, parts, "encode queries", {"dim": model.dim})  # fmt: skip
 
 
@@ -124,5 +125,5 @@ def score_lists(
             "corpus": _input_stamp(Path(corpus)), "queries": _input_stamp(Path(queries)),
             "device": _device(settings),
             **_model_plan(cross_dir, precision, {}, settings.batch_size)}  # fmt: skip
-    return _run(PairScorer, args, Path(lists), LISTS_PER_TASK, Path(out), settings, CANDIDATES,
+    return run_step(PairScorer, args, Path(lists), LISTS_PER_TASK, Path(out), settings, CANDIDATES,
                 plan, parts, "cross-encoder")  # fmt: skip

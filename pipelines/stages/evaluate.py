@@ -98,9 +98,8 @@ def dense_result(ctx: StageContext, name: str, model_dir: str, metrics) -> Retri
             model_dir, ctx.tables / f"queries-{split}", vectors, settings, precision, overrides,
             parts=ctx.parts(f"{name}-query-vectors"),
         )  # fmt: skip
-        found = search_table(vectors, embeddings, section.k, settings, section.factory,
-                             use_gpu=section.faiss_gpu)  # fmt: skip
-        write_table(candidates, found, CANDIDATES)
+        search_table(vectors, embeddings, section.k, settings, candidates,
+                     parts=ctx.parts(f"{name}-candidates"), **section.search_keys())  # fmt: skip
         # the corpus vectors are the size of the corpus: only the top k lists are kept
         for folder in (work / "embeddings", ctx.parts(f"{name}-embeddings")):
             shutil.rmtree(folder, ignore_errors=True)

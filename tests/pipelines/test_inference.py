@@ -110,11 +110,19 @@ def test_query_vectors_equal_encode_queries(settings, ray_local, tables, tiny_be
     np.testing.assert_allclose(arrow_to_matrix(got["vector"]), want, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("settings", [LOCAL, RAY], ids=["driver", "ray"])
-def test_search_equals_brute_force_top_k(settings, ray_local, tables, tiny_bert_dir, tmp_path):
+SEARCHES = [(LOCAL, "queries"), (RAY, "queries"), (RAY, "corpus")]
+
+
+@pytest.mark.parametrize(
+    "settings,split", SEARCHES, ids=["driver", "ray-split-queries", "ray-split-corpus"]
+)
+def test_search_equals_brute_force_top_k(
+    settings, split, ray_local, tables, tiny_bert_dir, tmp_path
+):
     encode_corpus_table(tiny_bert_dir, tables / "corpus", tmp_path / "emb", LOCAL)
     encode_queries_table(tiny_bert_dir, tables / "queries", tmp_path / "q", LOCAL)
-    found = pa.concat_tables(search_table(tmp_path / "q", tmp_path / "emb", 7, settings))
+    search_table(tmp_path / "q", tmp_path / "emb", 7, settings, tmp_path / "c", split=split)
+    found = read_table(tmp_path / "c")
     corpus, queries = read_table(tmp_path / "emb"), read_table(tmp_path / "q")
     scores = arrow_to_matrix(queries["vector"]) @ arrow_to_matrix(corpus["vector"]).T
     pids = np.array(corpus["pid"].to_pylist())
@@ -124,6 +132,17 @@ def test_search_equals_brute_force_top_k(settings, ray_local, tables, tiny_bert_
         order = np.argsort(-row, kind="stable")[:7]
         np.testing.assert_allclose(got_scores, row[order], atol=1e-5, rtol=0)
         assert got_pids == pids[order].tolist()
+
+
+def test_auto_splits_the_queries_when_the_index_fits_a_searcher(tables, tiny_bert_dir, tmp_path):
+    from pipelines.inference.search import index_gb, split_of
+
+    encode_corpus_table(tiny_bert_dir, tables / "corpus", tmp_path / "emb", LOCAL)
+    size = index_gb(tmp_path / "emb")
+    assert size == pytest.approx(250 * DualEncoder.from_pretrained(tiny_bert_dir).dim * 4 / 1e9)
+    assert split_of(tmp_path / "emb", RAY, "auto", memory_gb=2 * size) == "queries"
+    assert split_of(tmp_path / "emb", RAY, "auto", memory_gb=size / 2) == "corpus"
+    assert split_of(tmp_path / "emb", LOCAL, "auto", memory_gb=size / 2) == "queries"  # one
 
 
 def test_shard_blocks_split_the_shards_in_order(tmp_path):
