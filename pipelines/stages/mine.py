@@ -61,7 +61,9 @@ def run(ctx: StageContext) -> dict:
     counts: Counter = Counter()
     write_table(
         ctx.out / f"examples-{split}",
-        examples_from_candidates(ctx.tables, split, candidates, section.negatives, counts),
+        examples_from_candidates(
+            ctx.tables, split, candidates, section.negatives, counts, ctx.work / "regroup"
+        ),
         EXAMPLES,
     )
     metrics = {
