@@ -48,7 +48,7 @@ def run_step(
     """``worker`` over ``source``'s slices (``rows_per_task`` rows each) into parts, then the
     table at ``out``; ``plan``: what the parts depend on besides ``source``."""
     own = parts is None
-    parts = Path(parts) if parts is not None else out.parent / f".{out.name}.parts"
+    parts = Path(parts) if parts is not None else default_parts(out)
     plan = {**plan, "input": _input_stamp(source), "rows_per_task": rows_per_task}
     folder = open_parts(parts, plan)
     items = table_slices(source, rows_per_task)
@@ -58,6 +58,11 @@ def run_step(
     if own:
         shutil.rmtree(folder, ignore_errors=True)
     return manifest
+
+
+def default_parts(out: Path) -> Path:
+    """The parts folder of a step given none: a hidden sibling of its output."""
+    return Path(out).parent / f".{Path(out).name}.parts"
 
 
 def _count(entries: Iterable[dict], total: int, desc: str, where: Path) -> None:
@@ -119,8 +124,9 @@ def score_lists(
     """A table (qid, pids, scores) with the re-ranker's logit of every pid in each row's
     ``columns`` of the ``lists`` table (the first ``depth`` of each list), in the table's order
     and the lists' order, unsorted."""
+    cache = Path(parts or default_parts(out)) / "corpus-cache"  # goes with the parts
     args = (str(cross_dir), str(corpus), str(queries), columns, depth, settings.batch_size,
-            precision)  # fmt: skip
+            precision, str(cache))  # fmt: skip
     plan = {"step": "score_lists", "columns": list(columns), "depth": depth,
             "corpus": _input_stamp(Path(corpus)), "queries": _input_stamp(Path(queries)),
             "device": _device(settings),
