@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, create_model, field_validator, mode
 
 from pipelines.inference.settings import InferenceSettings
 from pipelines.launch_settings import (
+    DEFAULT_MAX_FAILURES,
     MAX_FAILURES_HELP,
     STORAGE_PATH_HELP,
     LaunchSettings,
@@ -62,7 +63,7 @@ class RaySection(Strict):
     address: str | None = Field(default=None, description="join a cluster; None = local Ray")
     num_cpus: int | None = None
     storage_path: str | None = Field(default=None, description=STORAGE_PATH_HELP)
-    max_failures: int = Field(default=0, ge=-1, description=MAX_FAILURES_HELP)
+    max_failures: int = Field(default=DEFAULT_MAX_FAILURES, ge=-1, description=MAX_FAILURES_HELP)
 
     @field_validator("storage_path")
     @classmethod

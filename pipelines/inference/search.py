@@ -87,7 +87,10 @@ def _searchers(embeddings_dir, settings: InferenceSettings, factory, metric, use
         return [ShardSearcher(p, o, factory, metric, use_gpu) for p, o in blocks]
     import ray
 
-    remote = ray.remote(num_cpus=settings.cpus_per_actor, num_gpus=settings.gpus_per_actor)
+    remote = ray.remote(
+        num_cpus=settings.cpus_per_actor, num_gpus=settings.gpus_per_actor,
+        max_restarts=-1, max_task_retries=-1,  # a lost searcher is rebuilt, its search retried
+    )  # fmt: skip
     actor = remote(ShardSearcher)
     logger.info("searching %s on %d Ray actors", embeddings_dir, len(blocks))
     return [actor.remote(p, o, factory, metric, use_gpu) for p, o in blocks]

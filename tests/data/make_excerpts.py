@@ -69,9 +69,7 @@ def stsb(source: Path, dest: Path) -> None:
     for split, count in (("train", STSB_TRAIN), ("dev", STSB_DEV)):
         lines = (source / f"{split}.tsv").read_bytes().splitlines(keepends=True)
         kept = [
-            line
-            for i, line in enumerate(lines)
-            if i <= count or (split == "dev" and b'"' in line)
+            line for i, line in enumerate(lines) if i <= count or (split == "dev" and b'"' in line)
         ]
         (dest / f"{split}.tsv").write_bytes(b"".join(kept))
         print(f"stsb {split}: {len(kept) - 1} pairs")
