@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from pipelines.driver_traffic import received
 from pipelines.inference.settings import InferenceSettings
 from retrieval.tables.parts import finished_parts, write_part
 from retrieval.tables.store import read_manifest, shard_paths
@@ -76,7 +77,7 @@ def run_to_parts(
             yield local({key: [value] for key, value in item.items()}).to_pylist()[0]
         return
     for batch in _ray_pool(worker, args, todo, settings, gpu, str(parts)):
-        yield from batch.to_pylist()
+        yield from received(batch).to_pylist()
 
 
 def _ray_pool(worker, args, items, settings, gpu, folder) -> Iterator[pa.Table]:

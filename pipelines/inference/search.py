@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from pipelines.driver_traffic import received
 from pipelines.inference.settings import InferenceSettings
 from pipelines.inference.steps import run_step
 from pipelines.inference.workers import QUERY_VECTORS, read_slice
@@ -110,7 +111,7 @@ def _search_all(searchers: list, queries: np.ndarray, k: int) -> Iterator[tuple]
     pending = [s.search.remote(ref, k) for s in searchers]
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
-        yield ray.get(done[0])
+        yield received(ray.get(done[0]))
 
 
 SPLITS = ("auto", "queries", "corpus")

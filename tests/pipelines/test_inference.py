@@ -250,3 +250,16 @@ def test_actors_hand_the_driver_only_part_entries(ray_local, tables, tiny_bert_d
     assert {i: e["sha256"] for i, e in finished_parts(parts).items()} == {
         e["index"]: e["sha256"] for e in entries
     }  # the actors wrote the data themselves
+
+
+def test_the_driver_receives_kilobytes_for_a_table_of_vectors(
+    ray_local, tables, tiny_bert_dir, tmp_path
+):
+    from pipelines.driver_traffic import received_bytes
+
+    before = received_bytes()
+    manifest = encode_corpus_table(tiny_bert_dir, tables / "corpus", tmp_path / "emb", RAY)
+    got = received_bytes() - before
+    table_bytes = read_table(tmp_path / "emb").nbytes
+    assert manifest["rows"] == 250 and table_bytes > 30_000
+    assert 0 < got < 2_000, got  # three part entries (name, rows, sha256), not the vectors
