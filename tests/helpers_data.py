@@ -1,7 +1,8 @@
 """Tiny datasets for encoding, evaluation and CLI tests, written into a test's tmp folder.
 
-Built from the real files in ../shared (SciFact, MS MARCO excerpts) or written by hand (NQ), in
-the raw formats users hand to `rqa`, so the tests go through the same readers they do.
+Built from the real-data excerpts committed in tests/data (SciFact, the MS MARCO collection head
+in tests/data/fixtures) or written by hand (NQ), in the raw formats users hand to `rqa`, so the
+tests go through the same readers they do.
 """
 
 from __future__ import annotations

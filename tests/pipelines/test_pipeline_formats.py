@@ -3,10 +3,12 @@ of the shipped configs/msmarco.yaml and configs/nq.yaml scaled down (tiny model,
 stage, local launcher, small depths) to the end: the metrics each dataset is reported with,
 the report's columns, and for NQ that no mined or BM25 negative holds an answer.
 
-The files: MS MARCO's collection.tsv / queries / qrels layouts holding genuine MS MARCO text
-(the collection head and the triples.train.small head of ../shared/fixtures) plus SciFact
-passages, so the corpus outgrows the configs' k of 1000; NQ's psgs_w100.tsv rebuilt from DPR's
-biencoder excerpt, that excerpt as the train file and the head of the real nq-dev.qa.csv.
+The files, built from the excerpts in tests/data/fixtures (README.md there): MS MARCO's
+collection.tsv / queries / qrels layouts holding genuine MS MARCO text (SPLADE's copies of the
+collection head and the triples.train.small head) plus the SciFact excerpt's passages, 654 in
+all (fewer than the configs' k of 1000 since SciFact comes from its 419-passage excerpt); NQ's
+psgs_w100.tsv rebuilt from the excerpt of DPR's biencoder sample, that excerpt as the train file
+and the head of the real nq-dev.qa.csv (from its excerpt).
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def nq_files(folder: Path, fixtures: Path) -> dict[str, Path]:
     """psgs_w100.tsv (id<TAB>text<TAB>title, text quoted as in DPR's file) of every passage in
     DPR's biencoder excerpt; that excerpt with one gold positive a question (the others stay
     in the corpus: answer-bearing passages a negative must not be); the qa.csv head."""
-    sample = fixtures / "nq_dpr_biencoder_sample" / "biencoder-nq-dev.sample5.json"
+    sample = fixtures / "nq_dpr_biencoder_sample" / "nq-biencoder-dev.sample5.excerpt.json"
     records = json.loads(sample.read_text(encoding="utf-8"))
     passages: dict[str, tuple[str, str]] = {}
     for record in records:
@@ -170,7 +172,7 @@ def nq_files(folder: Path, fixtures: Path) -> dict[str, Path]:
     for record in records:
         record["positive_ctxs"] = record["positive_ctxs"][:1]
     files["biencoder"].write_text(json.dumps(records), encoding="utf-8")
-    qa = (fixtures / "nq_dpr_qa" / "nq-dev.qa.csv").read_bytes().split(b"\r\n")
+    qa = (fixtures / "nq_dpr_qa" / "nq-dev.qa.excerpt.csv").read_bytes().split(b"\r\n")
     files["qa"] = folder / "nq-dev-head.qa.csv"
     files["qa"].write_bytes(b"\r\n".join(qa[:20]) + b"\r\n")  # CRLF, as DPR's file
     return files

@@ -1,6 +1,6 @@
 """Assertions shared by the reader tests: what a DataError must say, and writing broken files.
 
-Test helpers only; the real data stays in ../shared and is never copied into the repository.
+Test helpers only; the real data they break comes from the excerpts in tests/data/fixtures.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """DPR-style answer matching and answer recall, on hand examples and the real DPR NQ-dev sample.
 
 Holds tests of retrieval.metrics.answers only; ranking metrics are tested in test_metrics.py.
+The sample is the excerpt in tests/data/fixtures (all positives, 30 hard negatives a question:
+README.md there); the tests that count the whole sample take ``full_fixtures_dir``.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ import pytest
 
 from retrieval.metrics import answer_recall, has_answer, tokenize
 
-SAMPLE = Path("nq_dpr_biencoder_sample") / "biencoder-nq-dev.sample5.json"
+SAMPLE = Path("nq_dpr_biencoder_sample") / "nq-biencoder-dev.sample5.excerpt.json"
+FULL_SAMPLE = Path("nq_dpr_biencoder_sample") / "biencoder-nq-dev.sample5.json"
 
 
 @pytest.fixture(scope="module")
 def nq_sample(fixtures_dir: Path) -> list[dict]:
     return json.loads((fixtures_dir / SAMPLE).read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def full_nq_sample(full_fixtures_dir: Path) -> list[dict]:
+    return json.loads((full_fixtures_dir / FULL_SAMPLE).read_text(encoding="utf-8"))
 
 
 def test_tokens_are_alphanumeric_runs_and_single_other_characters() -> None:
@@ -100,10 +108,10 @@ def test_answer_recall_rejects_bad_arguments() -> None:
         answer_recall({}, {}, {})
 
 
-def test_dpr_positives_contain_an_answer_and_hard_negatives_mostly_do_not(nq_sample) -> None:
-    positives = [(r["answers"], c["text"]) for r in nq_sample for c in r["positive_ctxs"]]
-    hard = [(r["answers"], c["text"]) for r in nq_sample for c in r["hard_negative_ctxs"]]
-    assert len(positives) == 22 and len(hard) == 483
+def _check_positives_and_hard_negatives(sample: list[dict], hard_negatives: int) -> None:
+    positives = [(r["answers"], c["text"]) for r in sample for c in r["positive_ctxs"]]
+    hard = [(r["answers"], c["text"]) for r in sample for c in r["hard_negative_ctxs"]]
+    assert len(positives) == 22 and len(hard) == hard_negatives
     # DPR selected positives by this very rule: all 22 match (incl. "July 5 , 2018" against the
     # text "July 5, 2018")
     assert all(has_answer(answers, text) for answers, text in positives)
@@ -112,12 +120,20 @@ def test_dpr_positives_contain_an_answer_and_hard_negatives_mostly_do_not(nq_sam
     assert sum(has_answer(answers, text) for answers, text in hard) <= 2
 
 
-def test_answer_recall_on_the_dpr_sample(nq_sample) -> None:
+def test_dpr_positives_contain_an_answer_and_hard_negatives_mostly_do_not(nq_sample) -> None:
+    _check_positives_and_hard_negatives(nq_sample, 153)  # the excerpt keeps that one
+
+
+def test_dpr_positives_and_hard_negatives_of_the_whole_sample(full_nq_sample) -> None:
+    _check_positives_and_hard_negatives(full_nq_sample, 483)
+
+
+def _check_answer_recall(sample: list[dict]) -> None:
     # one ranked list per question: hard negatives first, then the positives
     passages: dict[str, str] = {}
     run: dict[str, list[str]] = {}
     answers: dict[str, list[str]] = {}
-    for i, record in enumerate(nq_sample):
+    for i, record in enumerate(sample):
         qid = f"q{i}"
         answers[qid] = record["answers"]
         ranked = []
@@ -133,3 +149,11 @@ def test_answer_recall_on_the_dpr_sample(nq_sample) -> None:
         "answer_recall@31": 1.0,  # every question's first positive sits at rank 31
     }
     assert got["answer_recall@30"] <= 0.2
+
+
+def test_answer_recall_on_the_dpr_sample(nq_sample) -> None:
+    _check_answer_recall(nq_sample)  # the excerpt keeps the first 30 hard negatives
+
+
+def test_answer_recall_on_the_whole_dpr_sample(full_nq_sample) -> None:
+    _check_answer_recall(full_nq_sample)

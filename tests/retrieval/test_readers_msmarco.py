@@ -1,6 +1,9 @@
 """MS MARCO readers on the real dev-small queries/qrels and SPLADE's toy collection and triples.
 
-Facts asserted here come from the READMEs under ../shared/fixtures/msmarco_passage_*.
+The default tests read the excerpts in tests/data/fixtures (facts in its README.md: the toy
+collection and triples are whole, dev-small is 143 queries with their 152 judgments). The tests
+of whole-file facts (the README numbers of ../shared/fixtures/msmarco_passage_dev_small) take
+``full_fixtures_dir`` and skip without ../shared.
 """
 
 from __future__ import annotations
@@ -21,10 +24,23 @@ from retrieval.tables.readers.msmarco import (
 )
 from tests.retrieval.reader_checks import check_error, head_lines, write_lines
 
+DEV_SMALL = "msmarco_passage_dev_small"
+ANSERINI_QRELS = "qrels.msmarco-passage.dev-subset"  # space separated, as anserini ships them
+
 
 @pytest.fixture(scope="module")
 def dev_small(fixtures_dir: Path) -> Path:
-    return fixtures_dir / "msmarco_passage_dev_small"
+    return fixtures_dir / DEV_SMALL
+
+
+@pytest.fixture(scope="module")
+def queries(dev_small: Path) -> Path:
+    return dev_small / "queries.dev.small.excerpt.tsv"
+
+
+@pytest.fixture(scope="module")
+def qrels(dev_small: Path) -> Path:
+    return dev_small / "qrels.dev.small.excerpt.tsv"
 
 
 @pytest.fixture(scope="module")
@@ -32,42 +48,59 @@ def toy(fixtures_dir: Path) -> Path:
     return fixtures_dir / "msmarco_passage_toy_splade"
 
 
-def test_dev_small_counts(dev_small: Path, tmp_path: Path) -> None:
-    manifests = prepare_msmarco(
-        None,
-        {"dev": dev_small / "queries.dev.small.tsv"},
-        {"dev": dev_small / "qrels.dev.small.tsv"},
-        tmp_path / "out",
-    )
+def _check_dev_small(queries: Path, qrels: Path, out: Path, counts: tuple[int, int, int]) -> None:
+    """Prepared as tables: ``counts`` = (judgments, queries, distinct pids), every query judged
+    and every judgment's query known, all labels 1, the texts kept exactly."""
+    judgments, num_queries, pids = counts
+    manifests = prepare_msmarco(None, {"dev": queries}, {"dev": qrels}, out)
     assert "corpus" not in manifests
-    qrels = read_table(tmp_path / "out" / "qrels-dev")
-    assert qrels.num_rows == 7437
-    assert len(set(qrels["qid"].to_pylist())) == 6980
-    assert len(set(qrels["pid"].to_pylist())) == 7433
-    assert set(qrels["relevance"].to_pylist()) == {1}
-    queries = read_table(tmp_path / "out" / "queries-dev").to_pylist()
-    assert len(queries) == 6980
-    texts = {row["qid"]: row["text"] for row in queries}
+    table = read_table(out / "qrels-dev")
+    assert table.num_rows == judgments
+    assert len(set(table["qid"].to_pylist())) == num_queries
+    assert len(set(table["pid"].to_pylist())) == pids
+    assert set(table["relevance"].to_pylist()) == {1}
+    rows = read_table(out / "queries-dev").to_pylist()
+    assert len(rows) == num_queries
+    texts = {row["qid"]: row["text"] for row in rows}
     assert texts["2"] == " Androgen receptor define"  # the genuine leading space is kept
     assert texts["1048585"] == "what is paula deen's brother"
 
 
-def test_space_separated_qrels_read_like_tabs(dev_small: Path) -> None:
+def test_dev_small_excerpt_counts(queries: Path, qrels: Path, tmp_path: Path) -> None:
+    _check_dev_small(queries, qrels, tmp_path / "out", (152, 143, 152))
+
+
+def test_dev_small_counts(full_fixtures_dir: Path, tmp_path: Path) -> None:
+    full = full_fixtures_dir / DEV_SMALL
+    counts = (7437, 6980, 7433)  # ../shared/fixtures/msmarco_passage_dev_small/README.txt
+    _check_dev_small(
+        full / "queries.dev.small.tsv", full / "qrels.dev.small.tsv", tmp_path / "out", counts
+    )
+
+
+def test_space_separated_qrels_read_like_tabs(dev_small: Path, qrels: Path) -> None:
     anserini = dev_small / "original_anserini"
-    spaced = list(read_msmarco_qrels(anserini / "qrels.msmarco-passage.dev-subset.txt"))
+    spaced = list(read_msmarco_qrels(anserini / f"{ANSERINI_QRELS}.excerpt.txt"))
+    assert b" " in (anserini / f"{ANSERINI_QRELS}.excerpt.txt").read_bytes()
+    assert spaced == list(read_msmarco_qrels(qrels))
+    assert spaced[0] == {"qid": "300674", "pid": "7067032", "relevance": 1}
+
+
+def test_space_separated_full_files_read_like_tabs(full_fixtures_dir: Path) -> None:
+    dev_small = full_fixtures_dir / DEV_SMALL
+    anserini = dev_small / "original_anserini"
+    spaced = list(read_msmarco_qrels(anserini / f"{ANSERINI_QRELS}.txt"))
     assert spaced == list(read_msmarco_qrels(dev_small / "qrels.dev.small.tsv"))
     assert spaced[0] == {"qid": "300674", "pid": "7067032", "relevance": 1}
     topics = list(read_msmarco_queries(anserini / "topics.msmarco-passage.dev-subset.txt"))
     assert topics == list(read_msmarco_queries(dev_small / "queries.dev.small.tsv"))
 
 
-def test_two_column_qrels(dev_small: Path, tmp_path: Path) -> None:
-    lines = [
-        line.decode().split("\t") for line in head_lines(dev_small / "qrels.dev.small.tsv", 50)
-    ]
+def test_two_column_qrels(qrels: Path, tmp_path: Path) -> None:
+    lines = [line.decode().split("\t") for line in head_lines(qrels, 50)]
     two = write_lines(tmp_path / "qrels.tsv", [f"{q}\t{p}" for q, _, p, _ in lines])
     rows = list(read_msmarco_qrels(two))
-    assert rows == list(read_msmarco_qrels(dev_small / "qrels.dev.small.tsv"))[:50]
+    assert rows == list(read_msmarco_qrels(qrels))[:50]
 
 
 def test_toy_collection(toy: Path) -> None:
@@ -147,24 +180,19 @@ def _fails(*args, **kwargs) -> DataError:
     return info.value
 
 
-def test_qrels_pid_not_in_collection(toy: Path, dev_small: Path, tmp_path: Path) -> None:
-    qrels = dev_small / "qrels.dev.small.tsv"
+def test_qrels_pid_not_in_collection(toy: Path, queries: Path, qrels: Path, tmp_path: Path) -> None:
     err = _fails(
-        toy / "full_collection" / "raw.tsv",
-        {"dev": dev_small / "queries.dev.small.tsv"},
-        {"dev": qrels},
-        tmp_path / "out",
+        toy / "full_collection" / "raw.tsv", {"dev": queries}, {"dev": qrels}, tmp_path / "out"
     )
     check_error(err, qrels, 1, "pid")
     assert "'7067032'" in str(err)
 
 
-def test_qrels_qid_not_in_queries(dev_small: Path, tmp_path: Path) -> None:
-    queries = write_lines(tmp_path / "q.tsv", head_lines(dev_small / "queries.dev.small.tsv", 3))
-    qrels = dev_small / "qrels.dev.small.tsv"
-    err = _fails(None, {"dev": queries}, {"dev": qrels}, tmp_path / "out")
+def test_qrels_qid_not_in_queries(queries: Path, qrels: Path, tmp_path: Path) -> None:
+    three = write_lines(tmp_path / "q.tsv", head_lines(queries, 3))
+    err = _fails(None, {"dev": three}, {"dev": qrels}, tmp_path / "out")
     check_error(err, qrels, 1, "qid")
-    prepare_msmarco(None, {"dev": queries}, {"dev": qrels}, tmp_path / "out", on_unknown_id="skip")
+    prepare_msmarco(None, {"dev": three}, {"dev": qrels}, tmp_path / "out", on_unknown_id="skip")
     assert read_table(tmp_path / "out" / "queries-dev").num_rows == 3
 
 
@@ -183,20 +211,20 @@ def test_missing_passage_field(toy: Path, tmp_path: Path) -> None:
     check_error(_fails(collection, {}, {}, tmp_path / "out"), collection, 4, "passage")
 
 
-def test_bad_qrels_lines(dev_small: Path, tmp_path: Path) -> None:
-    lines = head_lines(dev_small / "qrels.dev.small.tsv", 4)
+def test_bad_qrels_lines(qrels: Path, tmp_path: Path) -> None:
+    lines = head_lines(qrels, 4)
     for lineno, bad in ((2, b"300674\t0\t7067032"), (3, b"1\t0\t2\tyes")):
         broken = list(lines)
         broken[lineno - 1] = bad
-        qrels = write_lines(tmp_path / "qrels.tsv", broken)
-        err = _fails(None, {}, {"dev": qrels}, tmp_path / "out")
-        check_error(err, qrels, lineno, "relevance")
+        bad_qrels = write_lines(tmp_path / "qrels.tsv", broken)
+        err = _fails(None, {}, {"dev": bad_qrels}, tmp_path / "out")
+        check_error(err, bad_qrels, lineno, "relevance")
 
 
-def test_empty_and_non_utf8_queries(dev_small: Path, tmp_path: Path) -> None:
+def test_empty_and_non_utf8_queries(queries: Path, tmp_path: Path) -> None:
     empty = write_lines(tmp_path / "empty.tsv", [])
     check_error(_fails(None, {"dev": empty}, {}, tmp_path / "out"), empty, None)
-    lines = head_lines(dev_small / "queries.dev.small.tsv", 4)
+    lines = head_lines(queries, 4)
     lines[2] = lines[2].replace(b"headaches", b"head\xa0aches")
     latin1 = write_lines(tmp_path / "latin1.tsv", lines)
     err = _fails(None, {"dev": latin1}, {}, tmp_path / "out")

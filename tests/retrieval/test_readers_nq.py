@@ -1,6 +1,10 @@
 """DPR NQ readers on the real qa.csv files and the 5-record biencoder sample.
 
-Facts asserted here come from ../shared/fixtures/nq_dpr_qa/README.txt and nq_dpr_biencoder_sample.
+The default tests read the excerpts in tests/data/fixtures (facts in its README.md: the first
+200 qa.csv lines plus every csv-quoted one, CRLF; the 5 biencoder records with all positives,
+30 hard negatives, 10 negatives). The tests of whole-file facts (../shared/fixtures/nq_dpr_qa/
+README.txt and nq_dpr_biencoder_sample/README.txt) take ``full_fixtures_dir`` and skip without
+../shared.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from retrieval.tables.readers import prepare_nq
 from retrieval.tables.readers.dpr_nq import read_dpr_biencoder, read_dpr_passages, read_dpr_qa
 from tests.retrieval.reader_checks import check_error, head_lines, write_lines
 
+FULL_SAMPLE = Path("nq_dpr_biencoder_sample") / "biencoder-nq-dev.sample5.json"
+
 
 @pytest.fixture(scope="module")
 def qa_dir(fixtures_dir: Path) -> Path:
@@ -24,14 +30,29 @@ def qa_dir(fixtures_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def qa_test(qa_dir: Path) -> Path:
+    return qa_dir / "nq-test.qa.excerpt.csv"
+
+
+@pytest.fixture(scope="module")
+def qa_dev(qa_dir: Path) -> Path:
+    return qa_dir / "nq-dev.qa.excerpt.csv"
+
+
+@pytest.fixture(scope="module")
 def sample(fixtures_dir: Path) -> Path:
-    return fixtures_dir / "nq_dpr_biencoder_sample" / "biencoder-nq-dev.sample5.json"
+    return fixtures_dir / "nq_dpr_biencoder_sample" / "nq-biencoder-dev.sample5.excerpt.json"
 
 
-def test_qa_csv_counts_and_quoting(qa_dir: Path) -> None:
-    test = list(read_dpr_qa(qa_dir / "nq-test.qa.csv", "test"))
-    dev = list(read_dpr_qa(qa_dir / "nq-dev.qa.csv", "dev"))
-    assert (len(test), len(dev)) == (3610, 8757)
+def _check_qa(test_file: Path, dev_file: Path, counts: tuple[int, int]) -> None:
+    """``counts`` = (test, dev) questions; the first rows, CRLF and the csv-quoted answer lists
+    (77 test lines, e.g. "['Solange Knowles', ""Destiny 's Child""]") read right."""
+    test = list(read_dpr_qa(test_file, "test"))
+    dev = list(read_dpr_qa(dev_file, "dev"))
+    assert (len(test), len(dev)) == counts
+    lines = test_file.read_bytes().splitlines(keepends=True)
+    assert len(lines) == counts[0] and all(line.endswith(b"\r\n") for line in lines)
+    assert sum(line.split(b"\t", 1)[1].startswith(b'"') for line in lines) == 77
     assert [row["qid"] for row in test[:2]] == ["test-0", "test-1"]
     assert test[0]["text"] == "who got the first nobel prize in physics"
     assert test[0]["answers"] == ["Wilhelm Conrad Röntgen"]
@@ -43,15 +64,32 @@ def test_qa_csv_counts_and_quoting(qa_dir: Path) -> None:
     assert dev[0]["answers"] == ["Linda Davis"]
 
 
-def test_biencoder_sample(sample: Path) -> None:
+def test_qa_csv_excerpt_counts_and_quoting(qa_test: Path, qa_dev: Path) -> None:
+    _check_qa(qa_test, qa_dev, (273, 349))  # the excerpt keeps every quoted line
+
+
+def test_qa_csv_counts_and_quoting(full_fixtures_dir: Path) -> None:
+    qa = full_fixtures_dir / "nq_dpr_qa"
+    _check_qa(qa / "nq-test.qa.csv", qa / "nq-dev.qa.csv", (3610, 8757))
+
+
+def _check_biencoder(sample: Path, hard: list[int], negatives: int) -> None:
     records = list(read_dpr_biencoder(sample))
     assert [len(r.positive_ctxs) for r in records] == [5, 6, 3, 1, 7]
-    assert [len(r.hard_negative_ctxs) for r in records] == [96, 95, 98, 100, 94]
-    assert [len(r.negative_ctxs) for r in records] == [50] * 5
+    assert [len(r.hard_negative_ctxs) for r in records] == hard
+    assert [len(r.negative_ctxs) for r in records] == [negatives] * 5
     assert records[0].question == "who sings does he love me with reba"
     assert records[0].answers == ["Linda Davis"]
     assert records[0].positive_ctxs[0]["pid"] == "11828866"
     assert records[0].positive_ctxs[0]["title"] == "Does He Love You"
+
+
+def test_biencoder_sample_excerpt(sample: Path) -> None:
+    _check_biencoder(sample, [30, 32, 30, 30, 31], 10)
+
+
+def test_biencoder_sample(full_fixtures_dir: Path) -> None:
+    _check_biencoder(full_fixtures_dir / FULL_SAMPLE, [96, 95, 98, 100, 94], 50)
 
 
 def test_biencoder_streamed_in_tiny_chunks(sample: Path, monkeypatch) -> None:
@@ -62,20 +100,19 @@ def test_biencoder_streamed_in_tiny_chunks(sample: Path, monkeypatch) -> None:
     assert [obj for _, _, obj in records] == reference
 
 
-def test_prepare_nq_links_biencoder_to_qa(qa_dir: Path, sample: Path, tmp_path: Path) -> None:
-    manifests = prepare_nq(
-        tmp_path / "out",
-        qa={"dev": qa_dir / "nq-dev.qa.csv", "test": qa_dir / "nq-test.qa.csv"},
-        biencoder={"dev": sample},
-    )
+def _check_prepare_nq(
+    qa_dev: Path, qa_test: Path, sample: Path, out: Path, counts: tuple[int, int]
+) -> None:
+    """``counts`` = (dev, test) questions of the qa files."""
+    manifests = prepare_nq(out, qa={"dev": qa_dev, "test": qa_test}, biencoder={"dev": sample})
     rows = {name: m["rows"] for name, m in manifests.items()}
-    assert rows["queries-dev"] == rows["answers-dev"] == 8757
-    assert rows["queries-test"] == rows["answers-test"] == 3610
-    answers = read_table(tmp_path / "out" / "answers-test")
+    assert rows["queries-dev"] == rows["answers-dev"] == counts[0]
+    assert rows["queries-test"] == rows["answers-test"] == counts[1]
+    answers = read_table(out / "answers-test")
     assert answers.schema == ANSWERS
-    examples = read_table(tmp_path / "out" / "examples-dev").to_pylist()
+    examples = read_table(out / "examples-dev").to_pylist()
     # the sample's questions are among the first rows of nq-dev.qa.csv: they get those qids
-    qids = {row["text"]: row["qid"] for row in read_dpr_qa(qa_dir / "nq-dev.qa.csv", "dev")}
+    qids = {row["text"]: row["qid"] for row in read_dpr_qa(qa_dev, "dev")}
     records = list(read_dpr_biencoder(sample))
     assert [ex["qid"] for ex in examples] == [qids[r.question] for r in records]
     assert examples[0]["qid"] == "dev-0"
@@ -85,9 +122,22 @@ def test_prepare_nq_links_biencoder_to_qa(qa_dir: Path, sample: Path, tmp_path: 
         hard = [c["pid"] for c in record.hard_negative_ctxs]
         assert ex["negatives"][: len(hard)] == hard  # hard negatives come first
         assert len(ex["negatives"]) == len(hard) + len(record.negative_ctxs)
-    corpus = read_table(tmp_path / "out" / "corpus")
+    corpus = read_table(out / "corpus")
     every = {c["pid"] for r in records for c in r.ctxs()}
     assert corpus.num_rows == len(every) == len(set(corpus["pid"].to_pylist()))
+
+
+def test_prepare_nq_links_biencoder_to_qa(
+    qa_dev: Path, qa_test: Path, sample: Path, tmp_path: Path
+) -> None:
+    _check_prepare_nq(qa_dev, qa_test, sample, tmp_path / "out", (349, 273))
+
+
+def test_prepare_nq_links_full_files(full_fixtures_dir: Path, tmp_path: Path) -> None:
+    qa = full_fixtures_dir / "nq_dpr_qa"
+    sample = full_fixtures_dir / FULL_SAMPLE
+    counts = (8757, 3610)
+    _check_prepare_nq(qa / "nq-dev.qa.csv", qa / "nq-test.qa.csv", sample, tmp_path / "out", counts)
 
 
 def test_biencoder_alone_gives_queries_and_answers(sample: Path, tmp_path: Path) -> None:
@@ -141,22 +191,22 @@ def _fails(out: Path, **kwargs) -> DataError:
     return info.value
 
 
-def test_qa_bad_answer_list(qa_dir: Path, tmp_path: Path) -> None:
-    lines = head_lines(qa_dir / "nq-test.qa.csv", 5)
+def test_qa_bad_answer_list(qa_test: Path, tmp_path: Path) -> None:
+    lines = head_lines(qa_test, 5)
     lines[3] = lines[3].replace(b"']", b"'", 1)
     qa = write_lines(tmp_path / "qa.csv", lines)
     check_error(_fails(tmp_path / "out", qa={"test": qa}), qa, 4, "answers")
 
 
-def test_qa_missing_answers(qa_dir: Path, tmp_path: Path) -> None:
-    lines = head_lines(qa_dir / "nq-test.qa.csv", 5)
+def test_qa_missing_answers(qa_test: Path, tmp_path: Path) -> None:
+    lines = head_lines(qa_test, 5)
     lines[1] = lines[1].split(b"\t")[0] + b"\r\n"
     qa = write_lines(tmp_path / "qa.csv", lines)
     check_error(_fails(tmp_path / "out", qa={"test": qa}), qa, 2, "answers")
 
 
-def test_qa_line_numbers_after_quoted_rows(qa_dir: Path, tmp_path: Path) -> None:
-    lines = head_lines(qa_dir / "nq-test.qa.csv", 40)
+def test_qa_line_numbers_after_quoted_rows(qa_test: Path, tmp_path: Path) -> None:
+    lines = head_lines(qa_test, 40)
     assert b'""Destiny' in lines[36]
     lines[38] = b"\xff" + lines[38]
     qa = write_lines(tmp_path / "qa.csv", lines)
@@ -188,7 +238,8 @@ def test_biencoder_missing_passage_id(sample: Path, tmp_path: Path) -> None:
 
 def test_biencoder_truncated_and_empty(sample: Path, tmp_path: Path) -> None:
     broken = tmp_path / "biencoder.json"
-    broken.write_bytes(sample.read_bytes()[:200_000])
+    data = sample.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
     err = _fails(tmp_path / "out", biencoder={"train": broken})
     check_error(err, broken, 1)
     assert "broken JSON" in str(err)

@@ -1,6 +1,9 @@
 """RocketQA readers on the real example files of the RocketQA repository (examples/data/).
 
-Facts asserted here come from ../shared/fixtures/rocketqa_examples/README.txt.
+The default tests read the excerpts in tests/data/fixtures (facts in its README.md: marco.q and
+dureader.q whole, the first 100 lines of marco.tp.1k, 40 of each training file, 15 of
+dureader.para). The tests of whole-file facts (../shared/fixtures/rocketqa_examples/README.txt)
+take ``full_fixtures_dir`` and skip without ../shared.
 """
 
 from __future__ import annotations
@@ -21,20 +24,44 @@ from retrieval.tables.readers.rocketqa import (
 )
 from tests.retrieval.reader_checks import check_error, head_lines, write_lines
 
+# the excerpts' names, and the full files' in ../shared/fixtures/rocketqa_examples
+EXCERPT = {
+    "passages": "marco.tp.excerpt",
+    "dual": "dual.train.excerpt.tsv",
+    "cross": "cross.train.excerpt.tsv",
+    "dureader": "dureader.excerpt.para",
+}
+FULL = {
+    "passages": "marco.tp.1k",
+    "dual": "dual.train.tsv",
+    "cross": "cross.train.tsv",
+    "dureader": "dureader.para",
+}
+
 
 @pytest.fixture(scope="module")
 def rq(fixtures_dir: Path) -> Path:
     return fixtures_dir / "rocketqa_examples"
 
 
+@pytest.fixture(scope="module")
+def files(rq: Path) -> dict[str, Path]:
+    return {kind: rq / name for kind, name in EXCERPT.items()}
+
+
+@pytest.fixture(scope="module")
+def full_files(full_fixtures_dir: Path) -> dict[str, Path]:
+    return {kind: full_fixtures_dir / "rocketqa_examples" / name for kind, name in FULL.items()}
+
+
 def _tsv(path: Path) -> list[list[str]]:
     return [line.split("\t") for line in path.read_text(encoding="utf-8").split("\n")[:-1]]
 
 
-def test_passage_file(rq: Path) -> None:
-    lines = _tsv(rq / "marco.tp.1k")
-    rows = list(read_rocketqa_passages(rq / "marco.tp.1k"))
-    assert len(lines) == len(rows) == 1000  # 1,000 distinct lines, so 1,000 passages
+def _check_passages(path: Path, count: int) -> None:
+    lines = _tsv(path)
+    rows = list(read_rocketqa_passages(path))
+    assert len(lines) == len(rows) == count  # distinct lines, so one passage each
     assert rows[0]["title"] == "Paula Deen & Brother Bubba Sued for Harassment"
     assert rows[0]["pid"] == text_pid(rows[0]["text"], rows[0]["title"])
     untitled = [row for row, (title, _) in zip(rows, lines) if title == "-"]
@@ -43,11 +70,19 @@ def test_passage_file(rq: Path) -> None:
     assert rows[1] == {"pid": text_pid(lines[1][1]), "title": "", "text": lines[1][1]}
 
 
+def test_passage_file_excerpt(files: dict[str, Path]) -> None:
+    _check_passages(files["passages"], 100)
+
+
+def test_passage_file(full_files: dict[str, Path]) -> None:
+    _check_passages(full_files["passages"], 1000)  # 1,000 distinct lines, so 1,000 passages
+
+
 def test_query_files(rq: Path, fixtures_dir: Path) -> None:
     marco = list(read_rocketqa_queries(rq / "marco.q"))
     assert len(marco) == 20
     assert marco[0] == {"qid": text_qid("what is paula deen's brother"), "text": marco[0]["text"]}
-    dev_small = fixtures_dir / "msmarco_passage_dev_small" / "queries.dev.small.tsv"
+    dev_small = fixtures_dir / "msmarco_passage_dev_small" / "queries.dev.small.excerpt.tsv"
     # RocketQA's copy drops the leading space of " Androgen receptor define"
     known = {row["text"].strip() for row in read_msmarco_queries(dev_small)}
     assert all(row["text"] in known for row in marco)
@@ -56,11 +91,11 @@ def test_query_files(rq: Path, fixtures_dir: Path) -> None:
     assert dureader[0]["text"] == "国家法定节假日共多少天"
 
 
-def test_dual_training_file(rq: Path) -> None:
-    lines = _tsv(rq / "dual.train.tsv")
-    assert len(lines) == 100 and all(len(line) == 6 for line in lines)
-    examples = list(read_rocketqa_dual(rq / "dual.train.tsv"))
-    assert len(examples) == 100
+def _check_dual(path: Path, count: int) -> None:
+    lines = _tsv(path)
+    assert len(lines) == count and all(len(line) == 6 for line in lines)
+    examples = list(read_rocketqa_dual(path))
+    assert len(examples) == count
     query, t_pos, p_pos, t_neg, p_neg, _ = lines[0]
     assert examples[0] == {
         "qid": text_qid(query),
@@ -70,10 +105,18 @@ def test_dual_training_file(rq: Path) -> None:
     }
 
 
-def test_cross_training_file(rq: Path) -> None:
-    lines = _tsv(rq / "cross.train.tsv")
-    assert len(lines) == 100 and all(len(line) == 4 for line in lines)
-    examples = list(read_rocketqa_cross(rq / "cross.train.tsv"))
+def test_dual_training_file_excerpt(files: dict[str, Path]) -> None:
+    _check_dual(files["dual"], 40)
+
+
+def test_dual_training_file(full_files: dict[str, Path]) -> None:
+    _check_dual(full_files["dual"], 100)
+
+
+def _check_cross(path: Path, count: int) -> None:
+    lines = _tsv(path)
+    assert len(lines) == count and all(len(line) == 4 for line in lines)
+    examples = list(read_rocketqa_cross(path))
     # consecutive lines of one query make one example
     runs = [q for i, (q, *_) in enumerate(lines) if i == 0 or lines[i - 1][0] != q]
     assert [ex["query"] for ex in examples] == runs
@@ -84,23 +127,40 @@ def test_cross_training_file(rq: Path) -> None:
     )
 
 
-def test_prepare_rocketqa(rq: Path, tmp_path: Path) -> None:
+def test_cross_training_file_excerpt(files: dict[str, Path]) -> None:
+    _check_cross(files["cross"], 40)
+
+
+def test_cross_training_file(full_files: dict[str, Path]) -> None:
+    _check_cross(full_files["cross"], 100)
+
+
+def _check_prepare(files: dict[str, Path], queries: Path, out: Path, dual_rows: int) -> None:
+    """``queries``: the folder of marco.q and dureader.q (whole in the excerpts)."""
     manifests = prepare_rocketqa(
-        tmp_path / "out",
-        passages=[rq / "marco.tp.1k", rq / "dureader.para"],
-        queries={"marco": rq / "marco.q", "dureader": rq / "dureader.q"},
-        dual_train=rq / "dual.train.tsv",
-        cross_train=rq / "cross.train.tsv",
+        out,
+        passages=[files["passages"], files["dureader"]],
+        queries={"marco": queries / "marco.q", "dureader": queries / "dureader.q"},
+        dual_train=files["dual"],
+        cross_train=files["cross"],
     )
     assert manifests["queries-marco"]["rows"] == 20
-    assert manifests["examples-train"]["rows"] == 100
-    corpus = read_table(tmp_path / "out" / "corpus")
+    assert manifests["examples-train"]["rows"] == dual_rows
+    corpus = read_table(out / "corpus")
     pids = corpus["pid"].to_pylist()
     assert len(pids) == len(set(pids))
     for name in ("examples-train", "examples-cross-train"):
-        for ex in read_table(tmp_path / "out" / name).to_pylist():
+        for ex in read_table(out / name).to_pylist():
             assert ex["qid"] == text_qid(ex["query"])
             assert set(ex["positives"] + ex["negatives"]) <= set(pids)
+
+
+def test_prepare_rocketqa(files: dict[str, Path], rq: Path, tmp_path: Path) -> None:
+    _check_prepare(files, rq, tmp_path / "out", 40)
+
+
+def test_prepare_rocketqa_full_files(full_files: dict[str, Path], tmp_path: Path) -> None:
+    _check_prepare(full_files, full_files["dual"].parent, tmp_path / "out", 100)
 
 
 # --- broken inputs --------------------------------------------------------------------------
@@ -113,33 +173,33 @@ def _fails(out: Path, **kwargs) -> DataError:
     return info.value
 
 
-def test_dual_missing_field(rq: Path, tmp_path: Path) -> None:
-    lines = head_lines(rq / "dual.train.tsv", 6)
+def test_dual_missing_field(files: dict[str, Path], tmp_path: Path) -> None:
+    lines = head_lines(files["dual"], 6)
     lines[4] = b"\t".join(lines[4].split(b"\t")[:5]) + b"\n"
     dual = write_lines(tmp_path / "dual.tsv", lines)
     check_error(_fails(tmp_path / "out", dual_train=dual), dual, 5, "label")
 
 
-def test_cross_bad_label(rq: Path, tmp_path: Path) -> None:
-    lines = head_lines(rq / "cross.train.tsv", 6)
+def test_cross_bad_label(files: dict[str, Path], tmp_path: Path) -> None:
+    lines = head_lines(files["cross"], 6)
     lines[2] = lines[2].rstrip(b"\n")[:-1] + b"yes\n"
     cross = write_lines(tmp_path / "cross.tsv", lines)
     check_error(_fails(tmp_path / "out", cross_train=cross), cross, 3, "label")
 
 
-def test_passages_non_utf8_and_empty(rq: Path, tmp_path: Path) -> None:
-    lines = head_lines(rq / "dureader.para", 4)
+def test_passages_non_utf8_and_empty(files: dict[str, Path], tmp_path: Path) -> None:
+    lines = head_lines(files["dureader"], 4)
     lines[1] = lines[1][:7] + lines[1][8:]  # cut a 3-byte Chinese character in half
     para = write_lines(tmp_path / "para.tsv", lines)
     err = _fails(tmp_path / "out", passages=[para])
     check_error(err, para, 2)
     assert "not valid UTF-8" in str(err)
     empty = write_lines(tmp_path / "empty.tsv", [])
-    assert "empty file" in str(_fails(tmp_path / "out", passages=[rq / "marco.tp.1k", empty]))
+    assert "empty file" in str(_fails(tmp_path / "out", passages=[files["passages"], empty]))
 
 
-def test_passage_missing_text(rq: Path, tmp_path: Path) -> None:
-    lines = head_lines(rq / "marco.tp.1k", 3)
+def test_passage_missing_text(files: dict[str, Path], tmp_path: Path) -> None:
+    lines = head_lines(files["passages"], 3)
     lines[2] = lines[2].split(b"\t")[0] + b"\n"
     para = write_lines(tmp_path / "para.tsv", lines)
     check_error(_fails(tmp_path / "out", passages=para), para, 3, "passage")
