@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, create_model, field_validator, mode
 
 from pipelines.inference.settings import InferenceSettings
 from pipelines.launch_settings import (
+    DEFAULT_MAX_FAILURES,
     MAX_FAILURES_HELP,
     STORAGE_PATH_HELP,
     LaunchSettings,
@@ -69,7 +70,7 @@ class RaySection(Strict):
     address: str | None = Field(default=None, description="join a cluster; None = local Ray")
     num_cpus: int | None = None
     storage_path: str | None = Field(default=None, description=STORAGE_PATH_HELP)
-    max_failures: int = Field(default=0, ge=-1, description=MAX_FAILURES_HELP)
+    max_failures: int = Field(default=DEFAULT_MAX_FAILURES, ge=-1, description=MAX_FAILURES_HELP)
 
     @field_validator("storage_path")
     @classmethod
@@ -212,10 +213,25 @@ class PretrainStage(Stage, RetroMAESettings):
 
 
 class SearchSettings(Strict):
-    """How a stage searches: the FAISS index type of each searcher, and FAISS on GPU."""
+    """How a stage searches (pipelines/inference/search.py): the FAISS index type, FAISS on GPU,
+    and how the work is split across the stage's ``actors`` searchers."""
 
     factory: str = Field(default="Flat", description="FAISS index factory string per searcher")
     faiss_gpu: bool = Field(default=False, description="search on GPU (a GPU build of faiss)")
+    split: Literal["auto", "queries", "corpus"] = Field(
+        default="auto",
+        description="queries: every searcher holds the whole index and searches its share of "
+        "the queries; corpus: each holds a block of the corpus and the driver merges; auto: "
+        "queries when the index fits searcher_memory_gb",
+    )
+    searcher_memory_gb: float = Field(
+        default=40.0, gt=0, description="the largest index one searcher may hold (split: auto)"
+    )
+
+    def search_keys(self) -> dict:
+        """The keyword arguments of search_table these settings give."""
+        return {"factory": self.factory, "use_gpu": self.faiss_gpu, "split": self.split,
+                "memory_gb": self.searcher_memory_gb}  # fmt: skip
 
 
 class MineStage(Stage, InferenceSettings, SearchSettings):

@@ -27,8 +27,10 @@ from retrieval.training.config import (
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")  # scheme://bucket/prefix, file:///dir
 MAX_FAILURES_HELP = (
     "Ray Train: how many times a failed or lost worker group is restarted, each time resuming "
-    "from the last checkpoint; -1: no limit. 0 (the default): the first failure ends the run"
+    "from the last checkpoint; -1: no limit; 0: the first failure ends the run (the same "
+    "command then resumes it). Default 2, as a cluster wants"
 )
+DEFAULT_MAX_FAILURES = 2
 STORAGE_PATH_HELP = (
     "Ray Train's run records: a folder every node sees, or a URI (s3://bucket/prefix, "
     "gs://..., hdfs://...) pyarrow.fs can open; None: OUTPUT_DIR/ray"
@@ -41,7 +43,7 @@ class LaunchSettings(Strict):
     )
     workers: int = Field(default=1, ge=1, description="training processes (one per GPU)")
     ray_address: str | None = Field(default=None, description="join a cluster; None = local")
-    max_failures: int = Field(default=0, ge=-1, description=MAX_FAILURES_HELP)
+    max_failures: int = Field(default=DEFAULT_MAX_FAILURES, ge=-1, description=MAX_FAILURES_HELP)
     storage_path: str | None = Field(default=None, description=STORAGE_PATH_HELP)
 
     @field_validator("storage_path")

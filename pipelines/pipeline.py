@@ -17,6 +17,7 @@ from pipelines.ray_env import ensure_ray
 from pipelines.report import format_table, write_report
 from pipelines.run_lock import RunLock
 from pipelines.runner import check_models, plan_run, read_stage_manifest, run_pipeline
+from pipelines.shared_storage import check_shared_run_dir
 from retrieval.training.model_card import set_evaluation
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,9 @@ def run_and_report(
     RunLock(config.resolved_run_dir()).acquire().release()  # busy: one line, before Ray starts
     ensure_ray(config.ray.address, config.ray.num_cpus)
     import ray
+
+    if config.ray.address:  # a cluster: every node must see the run directory
+        check_shared_run_dir(config.resolved_run_dir())
 
     check_cluster(config, [p.stage for p in plan if p.runs], ray.cluster_resources())
     records = run_pipeline(config, only=only, start=start, force=force)

@@ -3,6 +3,8 @@ its work folder), and the shared lock each training worker holds on the folder i
 
 Both are flock(2) locks, so the kernel drops a lock the moment its holder dies: a lock left by a
 killed run is free, and taking it over needs no guessing. The lock file only says who holds it.
+A filesystem without flock (Lustre mounted without ``-o flock``, some FUSE and object-store
+mounts) is one line saying so before any work: no lock is better guessed than held.
 Not here: what a run writes, or how its workers are stopped (pipelines/ray_env.py).
 """
 
@@ -30,6 +32,23 @@ class DirectoryInUseError(UserError):
     """Another live run (or a live worker of one) writes the directory."""
 
 
+class LockUnsupportedError(UserError):
+    """The directory's filesystem gives no flock."""
+
+
+def flock(fd: int, operation: int, path: Path) -> None:
+    """fcntl.flock, with a filesystem that has no flock turned into one line naming the path."""
+    try:
+        fcntl.flock(fd, operation)
+    except (BlockingIOError, InterruptedError):
+        raise
+    except OSError as err:
+        raise LockUnsupportedError(
+            f"{path}: this filesystem gives no flock locks ({os.strerror(err.errno)}): put the "
+            "run directory on one that does (NFSv4, or Lustre mounted with -o flock)"
+        ) from None
+
+
 class RunLock:
     """``with RunLock(run_dir): ...``: this process is the only run writing ``run_dir``.
 
@@ -53,11 +72,14 @@ class RunLock:
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, self.path)
             except BlockingIOError:
                 holder = _read_holder(fd)
                 os.close(fd)
                 raise DirectoryInUseError(busy_message(self.directory, holder, self.path)) from None
+            except LockUnsupportedError:
+                os.close(fd)
+                raise
             if _is_current(fd, self.path):
                 break
             os.close(fd)  # its holder removed the file while we opened it: open the new one
@@ -105,7 +127,7 @@ class WorkerLock:
     def __enter__(self) -> WorkerLock:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        fcntl.flock(self._fd, fcntl.LOCK_SH)  # waits only while a driver checks (a moment)
+        flock(self._fd, fcntl.LOCK_SH, self.path)  # waits only while a driver checks (a moment)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -123,7 +145,7 @@ class WorkerLock:
             deadline, waited = time.monotonic() + timeout_s, False
             while True:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, self.path)
                     return
                 except BlockingIOError:
                     if time.monotonic() >= deadline:

@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 
 from pipelines.config import PipelineConfig
+from pipelines.driver_traffic import received_bytes
 from pipelines.fingerprint import PENDING, basis, fingerprint, why_stale
 from pipelines.model_check import check_model_available
 from pipelines.run_lock import RunLock
@@ -153,17 +154,26 @@ def check_models(config: PipelineConfig, plans: list[StagePlan]) -> None:
                 check_model_available(str(ref.location), name)
 
 
+def driver_cpu_s() -> float:
+    """CPU seconds (user + system) this process has used."""
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
 class PeakMemory:
-    """Samples the RSS of this process and all its descendants (Ray workers too)."""
+    """Samples the RSS of this process and all its descendants (Ray workers too): ``peak`` of
+    their sum, ``driver_peak`` of this process alone."""
 
     def __init__(self, every_s: float = 0.5):
-        self.every_s, self.peak, self._stop = every_s, 0, threading.Event()
+        self.every_s, self.peak, self.driver_peak = every_s, 0, 0
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
     def _sample(self) -> int:
         me = psutil.Process()
-        total = 0
-        for proc in [me, *me.children(recursive=True)]:
+        total = own = me.memory_info().rss
+        self.driver_peak = max(self.driver_peak, own)
+        for proc in me.children(recursive=True):
             try:
                 total += proc.memory_info().rss
             except psutil.Error:
@@ -247,7 +257,7 @@ def run_stage(
     ctx = StageContext(stage, config, tmp, work, resolve_inputs(run_dir, spec))
     module = stage_module(stage)
     logger.info("stage %-13s running (work: %s)%s", stage, work, resume_note(work))
-    started = time.perf_counter()
+    started, cpu, traffic = time.perf_counter(), driver_cpu_s(), received_bytes()
     try:
         with PeakMemory() as memory:
             metrics = module.run(ctx)
@@ -264,6 +274,9 @@ def run_stage(
             "metrics": metrics,
             "wall_s": round(time.perf_counter() - started, 2),
             "peak_rss_mb": round(memory.peak / 2**20, 1),
+            "driver_peak_mb": round(memory.driver_peak / 2**20, 1),
+            "driver_cpu_s": round(driver_cpu_s() - cpu, 2),
+            "driver_received_mb": round((received_bytes() - traffic) / 2**20, 3),
             "versions": versions(),
         }
         write_json_atomic(tmp / MANIFEST, manifest)

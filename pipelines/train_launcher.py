@@ -18,6 +18,7 @@ from pathlib import Path
 from pipelines.launch_settings import LaunchSettings, load_train_job
 from pipelines.ray_env import ensure_ray
 from pipelines.run_lock import RunLock, WorkerLock
+from pipelines.shared_storage import check_shared_run_dir
 from retrieval.errors import ConfigError, UserError
 from retrieval.training.config import TrainConfig, validate_train_config
 from retrieval.training.loop import train_worker
@@ -61,6 +62,8 @@ def _fit_on_ray(config: TrainConfig, how: LaunchSettings) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     ensure_ray(how.ray_address)
+    if how.ray_address:  # a cluster: every node must see where the workers write
+        check_shared_run_dir(Path(config.output_dir))
     trainer = TorchTrainer(
         _worker,
         # what was set, not every default: a validator may refuse a default it was not given

@@ -34,11 +34,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def node_args(temp_dir: Path) -> list[str]:
+def node_args(temp_dir: Path, num_gpus: int = 0) -> list[str]:
     """Settings both nodes take: one CPU, a small object store, and random ports where Ray's
-    defaults are fixed ones that another Ray of this machine may hold."""
+    defaults are fixed ones that another Ray of this machine may hold. ``num_gpus``: GPUs the
+    node declares (Ray schedules them whether or not the machine has them)."""
     return [
         "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--temp-dir", str(temp_dir),
+        "--num-gpus", str(num_gpus),
         "--object-store-memory", str(256 * 1024 * 1024), "--min-worker-port", "0",
         "--max-worker-port", "0", "--dashboard-agent-listen-port", str(free_port()),
         "--disable-usage-stats", "--block",
@@ -105,18 +107,27 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
+def hidden_from(folder: Path) -> list[str]:
+    """A command prefix that runs a command in a mount namespace of its own where ``folder`` is
+    an empty tmpfs: a node started so cannot see what the others write there (needs root)."""
+    script = f'mount -t tmpfs tmpfs "{folder}" && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "--"]
+
+
 @contextmanager
-def two_node_cluster(logs: Path):
-    """``("127.0.0.1:PORT", auth_env)`` of a head node and a second node, one CPU each; each
-    node's `ray start` output in ``logs``. Their temp dirs are short ones of their own: Ray's
-    socket paths in them must fit in 107 bytes."""
+def two_node_cluster(logs: Path, num_gpus: int = 0, second_prefix: list[str] = ()):
+    """``("127.0.0.1:PORT", auth_env)`` of a head node and a second node, one CPU (and
+    ``num_gpus`` declared GPUs) each; each node's `ray start` output in ``logs``;
+    ``second_prefix`` runs before the second node's command (hidden_from). Their temp dirs are
+    short ones of their own: Ray's socket paths in them must fit in 107 bytes."""
     port, procs, auth = free_port(), [], auth_env()
     with tempfile.TemporaryDirectory(prefix="rqa-ray-", ignore_cleanup_errors=True) as temp:
         head = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--port", str(port),
                 "--include-dashboard=false", "--ray-client-server-port", str(free_port()),
-                *node_args(Path(temp) / "head")]  # fmt: skip
-        join = [sys.executable, "-m", "tests.helpers_ray_cluster", "join",
-                "--address", f"127.0.0.1:{port}", *node_args(Path(temp) / "second")]  # fmt: skip
+                *node_args(Path(temp) / "head", num_gpus)]  # fmt: skip
+        join = [*second_prefix, sys.executable, "-m", "tests.helpers_ray_cluster", "join",
+                "--address", f"127.0.0.1:{port}",
+                *node_args(Path(temp) / "second", num_gpus)]  # fmt: skip
         try:
             for cmd, log in ((head, logs / "head.log"), (join, logs / "second.log")):
                 procs.append(start(cmd, log, auth))

@@ -1,10 +1,14 @@
-"""Exact top-k search of query vectors over an embeddings table split across searchers.
+"""Top-k search of query vectors over an embeddings table, on searchers that scale with devices.
 
-Each searcher (a Ray actor with ``actors: N``, else one object in the driver) holds a FAISS index
-over a contiguous block of the table's shards; every chunk of queries goes to all of them and
-their top-k lists are merged by score, then global row (``TopK``), as one index over the whole
-table would rank them. The driver holds one chunk of queries and its results, never the corpus
-vectors; the candidates stream into a table.
+``split: queries`` (``auto`` when the whole index fits ``searcher_memory_gb``: MS MARCO's fp16
+Flat index is 13.6 GB, NQ's 32 GB): every searcher (a Ray actor with ``actors: N``, else one in
+the driver) holds the whole index and searches its own slices of the queries, writing their
+candidates as parts of the output table itself (steps.run_step): N searchers, N times the
+throughput, and the driver receives only part entries. ``split: corpus``, for an index larger
+than one searcher can hold: each searcher holds a contiguous block of the table's shards, every
+chunk of queries goes to all of them and their top-k lists are merged in the driver by score,
+then global row (``TopK``), as one index over the whole table would rank them; the driver holds
+one chunk of queries and its results, never the corpus vectors.
 """
 
 from __future__ import annotations
@@ -12,20 +16,24 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from pipelines.driver_traffic import received
 from pipelines.inference.settings import InferenceSettings
-from pipelines.inference.workers import QUERY_VECTORS
+from pipelines.inference.steps import run_step
+from pipelines.inference.workers import QUERY_VECTORS, read_slice
 from retrieval.indexing import FaissIndex
 from retrieval.indexing.faiss_index import sample_rows
 from retrieval.indexing.sharded_search import TopK
 from retrieval.indexing.vectors import arrow_to_matrix
 from retrieval.retriever import to_candidates
-from retrieval.tables.store import iter_shards, read_manifest, shard_paths
+from retrieval.tables.schemas import CANDIDATES
+from retrieval.tables.store import iter_shards, read_manifest, shard_paths, write_table
 
 logger = logging.getLogger(__name__)
 QUERY_CHUNK = 8192  # queries searched at a time, at most
@@ -80,7 +88,10 @@ def _searchers(embeddings_dir, settings: InferenceSettings, factory, metric, use
         return [ShardSearcher(p, o, factory, metric, use_gpu) for p, o in blocks]
     import ray
 
-    remote = ray.remote(num_cpus=settings.cpus_per_actor, num_gpus=settings.gpus_per_actor)
+    remote = ray.remote(
+        num_cpus=settings.cpus_per_actor, num_gpus=settings.gpus_per_actor,
+        max_restarts=-1, max_task_retries=-1,  # a lost searcher is rebuilt, its search retried
+    )  # fmt: skip
     actor = remote(ShardSearcher)
     logger.info("searching %s on %d Ray actors", embeddings_dir, len(blocks))
     return [actor.remote(p, o, factory, metric, use_gpu) for p, o in blocks]
@@ -100,7 +111,44 @@ def _search_all(searchers: list, queries: np.ndarray, k: int) -> Iterator[tuple]
     pending = [s.search.remote(ref, k) for s in searchers]
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
-        yield ray.get(done[0])
+        yield received(ray.get(done[0]))
+
+
+SPLITS = ("auto", "queries", "corpus")
+QUERY_ROWS = 2048  # queries a searcher takes per call (split: queries)
+
+
+class Searcher:
+    """Query slice (qid, vector) -> candidates (qid, pids, scores) over the whole index, which
+    this worker builds once from every shard of the embeddings table (split: queries)."""
+
+    def __init__(self, embeddings_dir, k, factory, metric, use_gpu, *, gpu=False, cpus=None):
+        if cpus is not None:  # a Ray actor: FAISS's threads follow the CPUs it reserved
+            import faiss
+
+            faiss.omp_set_num_threads(max(1, int(cpus)))
+        paths = [str(p) for p in shard_paths(embeddings_dir)]
+        self.index, self.k = ShardSearcher(paths, 0, factory, metric, use_gpu or gpu), k
+
+    def __call__(self, batch: dict) -> pa.Table:
+        rows = read_slice(batch, [QUERY_VECTORS, "vector"])
+        scores, _, pids = self.index.search(arrow_to_matrix(rows["vector"]), self.k)
+        return to_candidates(rows[QUERY_VECTORS].to_pylist(), scores, pids)
+
+
+def index_gb(embeddings_dir: str | os.PathLike) -> float:
+    """The whole table as a float32 FAISS Flat index, in GB (other factories hold less)."""
+    manifest = read_manifest(embeddings_dir)
+    return manifest["rows"] * manifest["meta"]["dim"] * 4 / 1e9
+
+
+def split_of(embeddings_dir, settings: InferenceSettings, split: str, memory_gb: float) -> str:
+    """``queries`` or ``corpus``: ``auto`` splits the queries when the index fits one searcher."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split != "auto":
+        return split
+    return "queries" if settings.actors <= 1 or index_gb(embeddings_dir) <= memory_gb else "corpus"
 
 
 def search_table(
@@ -108,12 +156,34 @@ def search_table(
     embeddings_dir: str | os.PathLike,
     k: int,
     settings: InferenceSettings,
+    out: str | os.PathLike,
     factory: str = "Flat",
     metric: str = "ip",
     use_gpu: bool = False,
+    split: str = "auto",
+    memory_gb: float = 40.0,
+    parts: str | os.PathLike | None = None,
+) -> dict:
+    """The candidates table (qid, pids, scores in rank order) at ``out`` for every row of the
+    ``query_vectors`` table (qid, vector), in its order; returns its manifest."""
+    how = split_of(embeddings_dir, settings, split, memory_gb)
+    logger.info("searching %s: top %d, split by %s", embeddings_dir, k, how)
+    if how == "corpus":
+        found = _search_by_corpus(query_vectors, embeddings_dir, k, settings, factory, metric,
+                                  use_gpu)  # fmt: skip
+        return write_table(out, found, CANDIDATES)
+    args = (str(embeddings_dir), k, factory, metric, use_gpu)
+    plan = {"step": "search", "k": k, "factory": factory, "metric": metric,
+            "index": [e["sha256"] for e in read_manifest(embeddings_dir)["files"]]}  # fmt: skip
+    return run_step(Searcher, args, Path(query_vectors), QUERY_ROWS, Path(out), settings,
+                    CANDIDATES, plan, parts, "search")  # fmt: skip
+
+
+def _search_by_corpus(
+    query_vectors, embeddings_dir, k, settings, factory, metric, use_gpu
 ) -> Iterator[pa.Table]:
-    """Candidates tables (qid, pids, scores in rank order), a chunk of queries at a time, for
-    every row of the ``query_vectors`` table (qid, vector) in its order."""
+    """Candidates tables a chunk of queries at a time, each chunk searched by every block's
+    searcher and merged here (split: corpus)."""
     searchers = _searchers(embeddings_dir, settings, factory, metric, use_gpu)
     total, size = read_manifest(query_vectors)["rows"], query_chunk(k)
     with tqdm(total=total, desc="search") as bar:

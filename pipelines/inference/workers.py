@@ -16,7 +16,7 @@ from retrieval.encoding import embeddings_table, encode_passages, encode_queries
 from retrieval.models import CrossEncoder, DualEncoder
 from retrieval.precision import resolve_precision
 from retrieval.rerank import check_found, score_pairs
-from retrieval.tables.lookup import passages_of, queries_of
+from retrieval.tables.passage_lookup import PassageLookup, QueryLookup
 from retrieval.tables.schemas import CANDIDATES
 
 QUERY_VECTORS = "qid"  # query vectors tables: (qid, vector), the embeddings layout keyed by qid
@@ -78,16 +78,19 @@ class QueryEncoder:
 class PairScorer:
     """Lists slice (qid + list columns of pids) -> (qid, pids, scores): the cross-encoder logit
     of each (query, passage) pair, the pids being the columns' lists joined without repeats (the
-    first ``depth`` of each), in their order. Query and passage texts are looked up by id in
-    the queries and corpus tables, for this slice only."""
+    first ``depth`` of each), in their order. Query and passage texts are looked up by id
+    (retrieval/tables/passage_lookup.py: the corpus memory-mapped, cached in ``cache_dir``,
+    and only this slice's rows read)."""
 
     def __init__(
         self, model_dir, corpus_dir, queries_dir, columns, depth, batch_size, precision,
-        *, gpu=False, cpus=None,
+        cache_dir, *, gpu=False, cpus=None,
     ):  # fmt: skip
         model = CrossEncoder.from_pretrained(str(model_dir))
         self.model, self.precision = place(model, gpu, cpus, precision)
         self.corpus, self.queries = str(corpus_dir), str(queries_dir)
+        self.passages_of = PassageLookup(corpus_dir, cache_dir)
+        self.queries_of = QueryLookup(queries_dir)
         self.columns, self.depth, self.batch_size = list(columns), depth, batch_size
 
     def __call__(self, batch: dict) -> pa.Table:
@@ -98,8 +101,8 @@ class PairScorer:
             list(dict.fromkeys(p for col in row for p in (col or [])[: self.depth] if p))
             for row in zip(*columns)
         ]
-        queries = queries_of(self.queries, qids)
-        passages = passages_of(self.corpus, {p for row in lists for p in row})
+        queries = self.queries_of(qids)
+        passages = self.passages_of(p for row in lists for p in row)
         check_found(self.queries, "qid", qids, queries)
         check_found(self.corpus, "pid", [p for row in lists for p in row], passages)
         pairs = [(queries[q], passages[p]) for q, row in zip(qids, lists) for p in row]

@@ -22,7 +22,7 @@ from pipelines.stages.corpus_vectors import embeddings_source, encode_stage_corp
 from pipelines.stages.spec import External, Output, StageSpec
 from pipelines.stages.titles import drawn_titles
 from retrieval.errors import ConfigError
-from retrieval.tables.schemas import CANDIDATES, EXAMPLES, QUERIES
+from retrieval.tables.schemas import EXAMPLES, QUERIES
 from retrieval.tables.store import iter_rows, write_table
 
 
@@ -71,12 +71,12 @@ def run(ctx: StageContext) -> dict:
     vectors, candidates, scores = (ctx.work / n for n in ("query-vectors", "candidates", "scores"))
     for folder in (vectors, candidates, scores):
         shutil.rmtree(folder, ignore_errors=True)
-    encode_queries_table(model_dir, queries, vectors, settings, precision)
-    found = search_table(vectors, embeddings, section.depth, settings, section.factory,
-                         use_gpu=section.faiss_gpu)  # fmt: skip
-    write_table(candidates, found, CANDIDATES)
+    encode_queries_table(model_dir, queries, vectors, settings, precision,
+                         parts=ctx.parts("query-vectors"))  # fmt: skip
+    search_table(vectors, embeddings, section.depth, settings, candidates,
+                 parts=ctx.parts("candidates"), **section.search_keys())  # fmt: skip
     score_lists(ctx.path("cross_model"), candidates, ["pids"], ctx.path("corpus"), queries,
-                scores, settings, precision)  # fmt: skip
+                scores, settings, precision, parts=ctx.parts("scores"))  # fmt: skip
     kept = Counter()
     write_table(ctx.out / "examples-augmented", labelled(queries, scores, section, kept), EXAMPLES)
     return {"unlabeled_queries": len(texts), "augmented_examples": kept["examples"]}

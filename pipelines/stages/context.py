@@ -27,6 +27,11 @@ class StageContext:
         """The prepared tables (corpus, queries, qrels...): the ``tables`` input."""
         return self.path("tables")
 
+    def parts(self, name: str) -> Path:
+        """Where an inference step writes the parts of table ``name`` (pipelines/inference/
+        steps.py): in the work folder, so a rerun after a crash reuses the finished ones."""
+        return self.work / "parts" / name
+
     @property
     def section(self):
         return getattr(self.config.stages, self.name)

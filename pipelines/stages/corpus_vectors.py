@@ -32,4 +32,5 @@ def embeddings_source(config: PipelineConfig, model_stage: str, reader: str) -> 
 
 def encode_stage_corpus(ctx: StageContext, corpus: Path, model_dir: Path, out: Path) -> None:
     """Embeddings of the ``corpus`` table by the dual encoder saved at ``model_dir``, at ``out``."""
-    encode_corpus_table(model_dir, corpus, out, ctx.section.inference(), ctx.config.precision)
+    encode_corpus_table(model_dir, corpus, out, ctx.section.inference(), ctx.config.precision,
+                        parts=ctx.parts(f"{Path(out).name}-{Path(model_dir).name}"))  # fmt: skip

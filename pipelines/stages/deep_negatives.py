@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from retrieval.answers_match import drop_answer_passages
 from retrieval.evaluator import body_texts, read_answers
-from retrieval.tables.lookup import rows_by_id
+from retrieval.tables.regroup import rows_for_chunks
 from retrieval.tables.schemas import EXAMPLES
 from retrieval.tables.store import iter_shards, table_exists, write_table
 
@@ -51,9 +51,10 @@ def _shards(
 ) -> Iterator[pa.Table]:
     answers_table = tables / f"answers-{split}"
     answers = read_answers(answers_table) if table_exists(answers_table) else None
-    for shard in iter_shards(examples):
+    chunks = [shard["qid"].to_pylist() for shard in iter_shards(examples, columns=["qid"])]
+    found_by_chunk = rows_for_chunks(candidates, "qid", chunks, ["pids"])
+    for shard, found in zip(iter_shards(examples), found_by_chunk):
         rows = shard.to_pylist()
-        found = rows_by_id(candidates, "qid", [row["qid"] for row in rows], ["pids"])
         ranked = {qid: list(value[0]) for qid, value in found.items()}
         if answers is not None:
             ranked = _without_answers(ranked, answers, tables)

@@ -114,6 +114,7 @@ def score_examples(ctx: StageContext) -> Path:
     score_lists(
         ctx.path("cross_model"), ctx.path("examples"), columns, ctx.path("corpus"),
         ctx.path("queries"), scores, ctx.section.inference(), ctx.config.precision,
+        parts=ctx.parts("scores"),
     )  # fmt: skip
     return scores
 

@@ -83,23 +83,27 @@ def dense_result(ctx: StageContext, name: str, model_dir: str, metrics) -> Retri
     section, split, precision = ctx.section, ctx.config.data.eval_split, ctx.config.precision
     settings = section.inference()
     overrides = ctx.config.model_settings.overrides() if name == "zero-shot" else {}
-    work = ctx.work / name
-    shutil.rmtree(work, ignore_errors=True)
-    embeddings = ctx.inputs.get(f"{name}:embeddings")
-    if embeddings is None:
-        embeddings = work / "embeddings"
-        encode_corpus_table(model_dir, ctx.tables / "corpus", embeddings, settings, precision,
-                            overrides=overrides)  # fmt: skip
-    vectors = work / "query-vectors"
-    encode_queries_table(model_dir, ctx.tables / f"queries-{split}", vectors, settings, precision,
-                         overrides)  # fmt: skip
-    found = search_table(vectors, embeddings, section.k, settings, section.factory,
-                         use_gpu=section.faiss_gpu)  # fmt: skip
-    write_table(work / "candidates", found, CANDIDATES)
-    result = evaluate_candidates(ctx.tables, split, read_table(work / "candidates"), section.k,
-                                 metrics)  # fmt: skip
-    shutil.rmtree(work, ignore_errors=True)  # the corpus vectors are the size of the corpus
-    return result
+    work, candidates = ctx.work / name, ctx.work / name / "candidates"
+    if not table_exists(candidates):  # else a run killed after this retriever reuses its lists
+        shutil.rmtree(work, ignore_errors=True)
+        embeddings = ctx.inputs.get(f"{name}:embeddings")
+        if embeddings is None:
+            embeddings = work / "embeddings"
+            encode_corpus_table(
+                model_dir, ctx.tables / "corpus", embeddings, settings, precision,
+                overrides=overrides, parts=ctx.parts(f"{name}-embeddings"),
+            )  # fmt: skip
+        vectors = work / "query-vectors"
+        encode_queries_table(
+            model_dir, ctx.tables / f"queries-{split}", vectors, settings, precision, overrides,
+            parts=ctx.parts(f"{name}-query-vectors"),
+        )  # fmt: skip
+        search_table(vectors, embeddings, section.k, settings, candidates,
+                     parts=ctx.parts(f"{name}-candidates"), **section.search_keys())  # fmt: skip
+        # the corpus vectors are the size of the corpus: only the top k lists are kept
+        for folder in (work / "embeddings", ctx.parts(f"{name}-embeddings")):
+            shutil.rmtree(folder, ignore_errors=True)
+    return evaluate_candidates(ctx.tables, split, read_table(candidates), section.k, metrics)
 
 
 def rerank_metrics(ctx: StageContext, cross_dir, run: dict, split: str) -> dict[str, float]:
@@ -111,7 +115,7 @@ def rerank_metrics(ctx: StageContext, cross_dir, run: dict, split: str) -> dict[
     write_table(lists, rows, CANDIDATES)
     score_lists(
         cross_dir, lists, ["pids"], ctx.tables / "corpus", ctx.tables / f"queries-{split}",
-        scores, ctx.section.inference(), ctx.config.precision,
+        scores, ctx.section.inference(), ctx.config.precision, parts=ctx.parts("rerank-scores"),
     )  # fmt: skip
     reranked = candidates_to_run(read_table(scores))
     fused = reciprocal_rank_fusion([top, reranked])

@@ -21,7 +21,7 @@ from pipelines.stages.corpus_vectors import encode_stage_corpus
 from pipelines.stages.negatives import examples_from_candidates
 from pipelines.stages.spec import Output, StageSpec
 from pipelines.stages.title_queries import mine_titles
-from retrieval.tables.schemas import CANDIDATES, EXAMPLES
+from retrieval.tables.schemas import EXAMPLES
 from retrieval.tables.store import write_table
 
 
@@ -53,16 +53,17 @@ def run(ctx: StageContext) -> dict:
     shutil.rmtree(vectors, ignore_errors=True)
     queries = encode_queries_table(
         model_dir, ctx.tables / f"queries-{split}", vectors, section.inference(),
-        ctx.config.precision,
+        ctx.config.precision, parts=ctx.parts(f"query-vectors-{split}"),
     )  # fmt: skip
     candidates = ctx.out / f"candidates-{split}"
-    found = search_table(vectors, embeddings, section.depth, section.inference(), section.factory,
-                         use_gpu=section.faiss_gpu)  # fmt: skip
-    write_table(candidates, found, CANDIDATES)
+    search_table(vectors, embeddings, section.depth, section.inference(), candidates,
+                 parts=ctx.parts(f"candidates-{split}"), **section.search_keys())  # fmt: skip
     counts: Counter = Counter()
     write_table(
         ctx.out / f"examples-{split}",
-        examples_from_candidates(ctx.tables, split, candidates, section.negatives, counts),
+        examples_from_candidates(
+            ctx.tables, split, candidates, section.negatives, counts, ctx.work / "regroup"
+        ),
         EXAMPLES,
     )
     metrics = {

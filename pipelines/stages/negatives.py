@@ -5,7 +5,8 @@ Positives come from the split's examples table or its qrels; negatives are the t
 candidates that are not positives (replacing any negatives the dataset came with) and, when the
 split has answers (NQ), hold none of them in their body: as in DPR, such a passage is likely a
 false negative (retrieval/answers_match.py). Examples are built a chunk at a time, each chunk's
-lists read by qid from the candidates table, so memory follows the chunk.
+lists taken from the candidates table, which is read once (retrieval/tables/regroup.py), so
+memory follows the chunk.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pyarrow as pa
 
 from retrieval.answers_match import drop_answer_passages
 from retrieval.evaluator import body_texts, read_answers
-from retrieval.tables.lookup import rows_by_id
+from retrieval.tables.regroup import rows_for_chunks
 from retrieval.tables.schemas import EXAMPLES
 from retrieval.tables.store import table_exists
 from retrieval.training.examples import load_examples
@@ -42,14 +43,18 @@ def with_negatives(rows: list[dict], ranked: dict, tables: Path, split: str, kee
 
 
 def examples_from_candidates(
-    tables: Path, split: str, candidates: Path, keep: int, counts: Counter | None = None
-) -> Iterator[pa.Table]:
+    tables: Path, split: str, candidates: Path, keep: int, counts: Counter | None = None,
+    work: Path | None = None,
+) -> Iterator[pa.Table]:  # fmt: skip
     """The split's examples with negatives from the ``candidates`` table, a chunk at a time;
-    ``counts["examples_with_negatives"]`` counts those that got any."""
+    ``counts["examples_with_negatives"]`` counts those that got any. ``work``: a folder for
+    the candidates regrouped by chunk (default: a temporary one)."""
     examples = load_examples(tables, split, None)
-    for start in range(0, examples.num_rows, CHUNK_QUERIES):
+    starts = range(0, examples.num_rows, CHUNK_QUERIES)
+    chunks = [examples["qid"].slice(s, CHUNK_QUERIES).to_pylist() for s in starts]
+    found_by_chunk = rows_for_chunks(candidates, "qid", chunks, ["pids"], work)
+    for start, found in zip(starts, found_by_chunk):
         rows = examples.slice(start, CHUNK_QUERIES).to_pylist()
-        found = rows_by_id(candidates, "qid", [r["qid"] for r in rows], ["pids"])
         rows = with_negatives(rows, {q: v[0] for q, v in found.items()}, tables, split, keep)
         if counts is not None:
             counts.update(examples_with_negatives=sum(1 for r in rows if r["negatives"]))

@@ -23,7 +23,7 @@ from pipelines.inference.steps import encode_queries_table
 from pipelines.stages.context import StageContext
 from pipelines.stages.titles import drawn_titles
 from retrieval.tables.lookup import rows_by_id
-from retrieval.tables.schemas import CANDIDATES, EXAMPLES, QUERIES
+from retrieval.tables.schemas import EXAMPLES, QUERIES
 from retrieval.tables.store import iter_shards, write_table
 
 QID_PREFIX = "title-"
@@ -38,11 +38,11 @@ def mine_titles(ctx: StageContext, model_dir: Path, embeddings: Path) -> int:
     write_table(queries, ({"qid": QID_PREFIX + pid, "text": t} for pid, t in drawn), QUERIES)
     vectors = ctx.work / "query-vectors-titles"
     shutil.rmtree(vectors, ignore_errors=True)
-    encode_queries_table(model_dir, queries, vectors, section.inference(), ctx.config.precision)
+    encode_queries_table(model_dir, queries, vectors, section.inference(), ctx.config.precision,
+                         parts=ctx.parts("query-vectors-titles"))  # fmt: skip
     candidates = ctx.out / "candidates-titles"
-    found = search_table(vectors, embeddings, section.depth, section.inference(), section.factory,
-                         use_gpu=section.faiss_gpu)  # fmt: skip
-    write_table(candidates, found, CANDIDATES)
+    search_table(vectors, embeddings, section.depth, section.inference(), candidates,
+                 parts=ctx.parts("candidates-titles"), **section.search_keys())  # fmt: skip
     rows = title_examples(dict(drawn), candidates, ctx.tables / "corpus", section.negatives)
     write_table(ctx.out / "examples-titles", rows, EXAMPLES)
     return len(drawn)

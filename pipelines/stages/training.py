@@ -7,6 +7,7 @@ from itertools import chain
 from pathlib import Path
 
 from pipelines.config import STAGE_KINDS, PipelineConfig
+from pipelines.driver_traffic import received
 from pipelines.launch_settings import LaunchSettings, split_launch_keys
 from pipelines.stages import base_dual_model, last_dual_before
 from pipelines.stages.context import StageContext
@@ -131,7 +132,9 @@ def bm25_off_driver(tables: Path, split: str, k: int, out: Path) -> None:
     except ImportError:
         remote = False
     if remote:
-        ray.get(ray.remote(num_cpus=1)(write_bm25_candidates).remote(tables, split, k, out))
+        received(
+            ray.get(ray.remote(num_cpus=1)(write_bm25_candidates).remote(tables, split, k, out))
+        )
     else:
         write_bm25_candidates(tables, split, k, out)
 

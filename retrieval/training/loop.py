@@ -61,10 +61,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def skip_cpu_shm_allreduce() -> None:
+    """DeepSpeed's CPU accelerator JIT-compiles a shared-memory allreduce the first time a
+    process starts its communication backend: a minute of a fresh machine's 2 cores, and a build
+    killed midway leaves a lock at which every later run waits forever. It only speeds up CPU
+    allreduce, which RQA's CPU runs do through gloo: it is not built."""
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() == "cpu":
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def init_distributed(use_gpu: bool) -> tuple[int, int]:
     """Join the process group the launcher prepared, or make a one-process group."""
     import deepspeed
 
+    skip_cpu_shm_allreduce()
     if not dist.is_initialized():
         for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
             os.environ.setdefault(key, value)

@@ -30,7 +30,7 @@ def test_a_storage_uri_is_kept_as_given(uri):
 def test_a_local_storage_path_is_made_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert LaunchSettings(storage_path="records").storage_path == str(tmp_path / "records")
-    assert LaunchSettings().storage_path is None and LaunchSettings().max_failures == 0
+    assert LaunchSettings().storage_path is None and LaunchSettings().max_failures == 2
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_without_settings_ray_train_keeps_its_records_in_the_output_folder(
     config, how = load_train_job(path)
     made = run_config(config, how)
     assert made.storage_path == str(tmp_path / "run" / "ray") and made.name == "train-dual"
-    assert made.failure_config.max_failures == 0
+    assert made.failure_config.max_failures == 2  # recovery is on by default
 
 
 def test_two_output_folders_sharing_a_storage_path_get_two_run_names(

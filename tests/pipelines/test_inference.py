@@ -110,11 +110,19 @@ def test_query_vectors_equal_encode_queries(settings, ray_local, tables, tiny_be
     np.testing.assert_allclose(arrow_to_matrix(got["vector"]), want, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("settings", [LOCAL, RAY], ids=["driver", "ray"])
-def test_search_equals_brute_force_top_k(settings, ray_local, tables, tiny_bert_dir, tmp_path):
+SEARCHES = [(LOCAL, "queries"), (RAY, "queries"), (RAY, "corpus")]
+
+
+@pytest.mark.parametrize(
+    "settings,split", SEARCHES, ids=["driver", "ray-split-queries", "ray-split-corpus"]
+)
+def test_search_equals_brute_force_top_k(
+    settings, split, ray_local, tables, tiny_bert_dir, tmp_path
+):
     encode_corpus_table(tiny_bert_dir, tables / "corpus", tmp_path / "emb", LOCAL)
     encode_queries_table(tiny_bert_dir, tables / "queries", tmp_path / "q", LOCAL)
-    found = pa.concat_tables(search_table(tmp_path / "q", tmp_path / "emb", 7, settings))
+    search_table(tmp_path / "q", tmp_path / "emb", 7, settings, tmp_path / "c", split=split)
+    found = read_table(tmp_path / "c")
     corpus, queries = read_table(tmp_path / "emb"), read_table(tmp_path / "q")
     scores = arrow_to_matrix(queries["vector"]) @ arrow_to_matrix(corpus["vector"]).T
     pids = np.array(corpus["pid"].to_pylist())
@@ -124,6 +132,17 @@ def test_search_equals_brute_force_top_k(settings, ray_local, tables, tiny_bert_
         order = np.argsort(-row, kind="stable")[:7]
         np.testing.assert_allclose(got_scores, row[order], atol=1e-5, rtol=0)
         assert got_pids == pids[order].tolist()
+
+
+def test_auto_splits_the_queries_when_the_index_fits_a_searcher(tables, tiny_bert_dir, tmp_path):
+    from pipelines.inference.search import index_gb, split_of
+
+    encode_corpus_table(tiny_bert_dir, tables / "corpus", tmp_path / "emb", LOCAL)
+    size = index_gb(tmp_path / "emb")
+    assert size == pytest.approx(250 * DualEncoder.from_pretrained(tiny_bert_dir).dim * 4 / 1e9)
+    assert split_of(tmp_path / "emb", RAY, "auto", memory_gb=2 * size) == "queries"
+    assert split_of(tmp_path / "emb", RAY, "auto", memory_gb=size / 2) == "corpus"
+    assert split_of(tmp_path / "emb", LOCAL, "auto", memory_gb=size / 2) == "queries"  # one
 
 
 def test_shard_blocks_split_the_shards_in_order(tmp_path):
@@ -183,3 +202,64 @@ def test_driver_workers_leave_the_process_threads_alone(tables, tiny_bert_dir, t
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_killed_encode_reuses_its_written_parts_and_equals_a_whole_run(
+    tables, tiny_bert_dir, tmp_path, monkeypatch
+):
+    """Workers write their own parts into a folder a crash keeps: a rerun computes only the
+    missing slices and the table equals an uninterrupted run's, byte for byte."""
+    from pipelines.inference import steps, workers
+
+    monkeypatch.setattr(steps, "ROWS_PER_TASK", 40)  # shards of 100, 100, 50: 8 slices
+    encode_corpus_table(tiny_bert_dir, tables / "corpus", tmp_path / "whole", LOCAL)
+    calls, real = [], workers.CorpusEncoder.__call__
+
+    def dies_at_the_fourth(self, batch):
+        calls.append(int(batch["index"][0]))
+        if len(calls) == 4:
+            raise KeyboardInterrupt("killed")
+        return real(self, batch)
+
+    monkeypatch.setattr(workers.CorpusEncoder, "__call__", dies_at_the_fourth)
+    parts = tmp_path / "work" / "parts"
+    with pytest.raises(KeyboardInterrupt):
+        encode_corpus_table(tiny_bert_dir, tables / "corpus", tmp_path / "out", LOCAL, parts=parts)
+    assert not table_exists(tmp_path / "out")
+    calls.clear()
+    monkeypatch.setattr(
+        workers.CorpusEncoder, "__call__", lambda s, b: calls.append(1) or real(s, b)
+    )
+    encode_corpus_table(tiny_bert_dir, tables / "corpus", tmp_path / "out", LOCAL, parts=parts)
+    assert len(calls) == 8 - 3  # the three finished slices were not encoded again
+    assert read_table(tmp_path / "out").equals(read_table(tmp_path / "whole"))
+
+
+def test_actors_hand_the_driver_only_part_entries(ray_local, tables, tiny_bert_dir, tmp_path):
+    from pipelines.inference.pool import run_to_parts, table_slices
+    from pipelines.inference.workers import QueryEncoder
+    from retrieval.tables.parts import finished_parts, open_parts
+
+    parts = open_parts(tmp_path / "parts", {})
+    items = table_slices(tables / "queries", 15)
+    args = (str(tiny_bert_dir), 16, "fp32", {})
+    entries = list(run_to_parts(QueryEncoder, args, items, RAY, parts))
+    assert sorted(e["index"] for e in entries) == [0, 1, 2]
+    assert all(set(e) == {"index", "name", "rows", "sha256"} for e in entries)
+    assert sum(e["rows"] for e in entries) == 40
+    assert {i: e["sha256"] for i, e in finished_parts(parts).items()} == {
+        e["index"]: e["sha256"] for e in entries
+    }  # the actors wrote the data themselves
+
+
+def test_the_driver_receives_kilobytes_for_a_table_of_vectors(
+    ray_local, tables, tiny_bert_dir, tmp_path
+):
+    from pipelines.driver_traffic import received_bytes
+
+    before = received_bytes()
+    manifest = encode_corpus_table(tiny_bert_dir, tables / "corpus", tmp_path / "emb", RAY)
+    got = received_bytes() - before
+    table_bytes = read_table(tmp_path / "emb").nbytes
+    assert manifest["rows"] == 250 and table_bytes > 30_000
+    assert 0 < got < 2_000, got  # three part entries (name, rows, sha256), not the vectors

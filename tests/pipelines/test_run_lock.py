@@ -3,6 +3,7 @@ workers of a killed run), and a driver's Ray workers that exit with it, with rea
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -217,3 +218,20 @@ def test_sigterm_unwinds_like_ctrl_c():
     proc.send_signal(signal.SIGTERM)
     assert proc.stdout.read().strip() == "interrupted"
     assert proc.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP])
+def test_a_filesystem_without_flock_is_one_line_before_any_work(tmp_path, monkeypatch, code):
+    from pipelines import run_lock
+
+    def no_flock(fd, operation):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(run_lock.fcntl, "flock", no_flock)
+    with pytest.raises(run_lock.LockUnsupportedError) as err:
+        RunLock(tmp_path / "run").acquire()
+    message = str(err.value)
+    assert "\n" not in message and str(tmp_path / "run" / ".rqa.lock") in message
+    assert "-o flock" in message
+    with pytest.raises(run_lock.LockUnsupportedError):
+        run_lock.WorkerLock(tmp_path / "work").__enter__()

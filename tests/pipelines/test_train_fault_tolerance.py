@@ -81,7 +81,13 @@ def test_without_restarts_a_lost_worker_stops_the_run_with_one_line(
 ):
     records = tmp_path / "shared-records"
     config = write_config(
-        tmp_path, "once", scifact_tables, tiny_bert_dir, **RAY, storage_path=str(records)
+        tmp_path,
+        "once",
+        scifact_tables,
+        tiny_bert_dir,
+        **RAY,
+        storage_path=str(records),
+        max_failures=0,
     )
     driver = rqa("train-dual", "--config", str(config))
     kill_a_worker_after_first_checkpoint(driver, tmp_path / "once")

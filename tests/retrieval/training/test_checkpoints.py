@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import nn
 
 from retrieval.training import checkpoints
-from retrieval.training.loop import DEFAULT_DEEPSPEED
+from retrieval.training.loop import DEFAULT_DEEPSPEED, skip_cpu_shm_allreduce
 
 
 class Crash(BaseException):
@@ -39,6 +39,7 @@ def engine(tmp_path_factory):
         model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 1))
         optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
         config = {**DEFAULT_DEEPSPEED, "train_micro_batch_size_per_gpu": 1}
+        skip_cpu_shm_allreduce()
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
         yield engine
     finally:

@@ -27,7 +27,7 @@ from retrieval.training.cached_modules import (
 )
 from retrieval.training.config import GradCacheConfig, JointGradCacheConfig, load_train_config
 from retrieval.training.grad_cache import in_batch_order, length_chunks, split_rows, trim_padding
-from retrieval.training.loop import build, deepspeed_config
+from retrieval.training.loop import build, deepspeed_config, skip_cpu_shm_allreduce
 from retrieval.training.modules import DualTrainingModule, JointTrainingModule
 from retrieval.training.rng_state import RngState
 from tests.helpers_dist import free_port, run_on_ranks
@@ -342,6 +342,7 @@ def join_deepspeed(rank: int, world: int) -> None:
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    skip_cpu_shm_allreduce()
     deepspeed.init_distributed(dist_backend="gloo")
 
 
