@@ -16,6 +16,7 @@ from pipelines.launch_settings import (
     MAX_FAILURES_HELP,
     STORAGE_PATH_HELP,
     LaunchSettings,
+    per_worker_batch,
     storage_location,
 )
 from pipelines.overrides import merged
@@ -333,9 +334,16 @@ def check_train_sections(config: PipelineConfig, source: object) -> None:
         if keys["kind"] == "joint":
             probe["cross_model"] = "m"
         try:
-            validate_train_config({**probe, **keys, **section})
+            checked = validate_train_config({**probe, **keys, **section})
         except ValidationError as err:
             raise ConfigError(one_line(err, f"{source}: stages.{stage}.train")) from None
+        launch = LaunchSettings.model_validate(
+            getattr(config.stages, stage).train.model_dump(
+                exclude_unset=True, include=set(LaunchSettings.model_fields)
+            )
+        )
+        if launch.workers != "auto":  # else the cluster's GPUs decide, at launch
+            per_worker_batch(checked, launch, f"{source}: stages.{stage}.train")
 
 
 def load_pipeline_config(

@@ -38,10 +38,23 @@ STORAGE_PATH_HELP = (
 
 
 class LaunchSettings(Strict):
+    """How a training run is launched. ``global_batch_size`` (the paper's batch, e.g.
+    RocketQA's cross-batch 4,096) gives each of the ``workers`` ``global_batch_size / workers``
+    queries a step instead of ``batch_size``, so one config keeps its recipe (global batch,
+    cross-batch negatives) on 8 or 64 GPUs; ``workers: auto`` is one worker per GPU of the Ray
+    cluster (``use_gpu``)."""
+
     launcher: Literal["ray", "local"] = Field(
         default="ray", description="ray: Ray Train workers; local: this process (one worker)"
     )
-    workers: int = Field(default=1, ge=1, description="training processes (one per GPU)")
+    workers: int | Literal["auto"] = Field(
+        default=1, description="training processes (one per GPU); auto: every GPU of the cluster"
+    )
+    global_batch_size: int | None = Field(
+        default=None, ge=1,
+        description="queries a step over all workers; each worker takes its share (replaces "
+        "batch_size, which it must not be given with)",
+    )  # fmt: skip
     ray_address: str | None = Field(default=None, description="join a cluster; None = local")
     max_failures: int = Field(default=DEFAULT_MAX_FAILURES, ge=-1, description=MAX_FAILURES_HELP)
     storage_path: str | None = Field(default=None, description=STORAGE_PATH_HELP)
@@ -50,6 +63,39 @@ class LaunchSettings(Strict):
     @classmethod
     def _storage_path(cls, value: str | None) -> str | None:
         return storage_location(value)
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("workers must be at least 1, or auto")
+        return value
+
+    def resolved(self, gpus_in_cluster: float) -> LaunchSettings:
+        """These settings with ``workers: auto`` made a number: every GPU of the cluster."""
+        if self.workers != "auto":
+            return self
+        if self.launcher == "local" or gpus_in_cluster < 1:
+            return self.model_copy(update={"workers": 1})
+        return self.model_copy(update={"workers": int(gpus_in_cluster)})
+
+
+def per_worker_batch(config: TrainConfig, how: LaunchSettings, source: object) -> TrainConfig:
+    """``config`` with each worker's share of ``global_batch_size`` as its ``batch_size``; one
+    line when the global batch does not split evenly, or both batches were given."""
+    if how.global_batch_size is None:
+        return config
+    if "batch_size" in config.model_fields_set:
+        raise ConfigError(
+            f"{source}: give batch_size (per worker) or global_batch_size (all workers), not both"
+        )
+    share, left = divmod(how.global_batch_size, int(how.workers))
+    if left or share < 1:
+        raise ConfigError(
+            f"{source}: global_batch_size {how.global_batch_size} does not split evenly over "
+            f"{how.workers} workers"
+        )
+    return config.model_copy(update={"batch_size": share})
 
 
 def storage_location(value: str | None) -> str | None:

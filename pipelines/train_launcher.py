@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipelines.launch_settings import LaunchSettings, load_train_job
+from pipelines.launch_settings import LaunchSettings, load_train_job, per_worker_batch
 from pipelines.ray_env import ensure_ray
 from pipelines.run_lock import RunLock, WorkerLock
 from pipelines.shared_storage import check_shared_run_dir
@@ -42,7 +42,7 @@ def _worker(config_dict: dict) -> None:
 def launch(config: TrainConfig, how: LaunchSettings | None = None) -> Path:
     """Train and return the exported model folder; an interrupted run resumes when relaunched.
     Raises DirectoryInUseError if another live run trains into the same output folder."""
-    how = how or LaunchSettings()
+    how, config = resolve_launch(config, how or LaunchSettings())
     check_negatives(config)  # a one-line error here, not a traceback from a worker
     if how.launcher == "local" and how.workers != 1:
         raise ConfigError("launcher 'local' runs one worker; use 'ray' or torchrun for more")
@@ -57,6 +57,33 @@ def launch(config: TrainConfig, how: LaunchSettings | None = None) -> Path:
     return Path(config.output_dir) / "model"
 
 
+def resolve_launch(config: TrainConfig, how: LaunchSettings) -> tuple:
+    """``(how, config)`` with ``workers: auto`` counted from the Ray cluster's GPUs and each
+    worker's share of ``global_batch_size`` as its batch_size."""
+    if how.workers == "auto" and how.launcher == "ray" and config.use_gpu:
+        import ray
+
+        ensure_ray(how.ray_address)
+        how = how.resolved(ray.cluster_resources().get("GPU", 0))
+    how = how.resolved(0)
+    config = per_worker_batch(config, how, config.output_dir)
+    if how.global_batch_size:
+        logger.info("global batch %d: %d workers x %d", how.global_batch_size, how.workers,
+                    config.batch_size)  # fmt: skip
+    return how, config
+
+
+def workers_have_cuda() -> bool:
+    """Whether a process given one of the cluster's GPUs sees a CUDA device. Ray schedules the
+    GPUs a node declares (``ray start --num-gpus``), which a machine may lack: there training
+    falls back to gloo on the CPU, as the workers' code does to the CPU."""
+    import ray
+    import torch
+
+    probe = ray.remote(num_gpus=1, num_cpus=0)(torch.cuda.is_available)
+    return bool(ray.get(probe.remote()))
+
+
 def _fit_on_ray(config: TrainConfig, how: LaunchSettings) -> None:
     from ray.train import ScalingConfig, WorkerGroupError
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -64,6 +91,7 @@ def _fit_on_ray(config: TrainConfig, how: LaunchSettings) -> None:
     ensure_ray(how.ray_address)
     if how.ray_address:  # a cluster: every node must see where the workers write
         check_shared_run_dir(Path(config.output_dir))
+    backend = "nccl" if config.use_gpu and workers_have_cuda() else "gloo"
     trainer = TorchTrainer(
         _worker,
         # what was set, not every default: a validator may refuse a default it was not given
@@ -73,7 +101,7 @@ def _fit_on_ray(config: TrainConfig, how: LaunchSettings) -> None:
             use_gpu=config.use_gpu,
             resources_per_worker=None if config.use_gpu else {"CPU": 1},
         ),
-        torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
+        torch_config=TorchConfig(backend=backend),
         run_config=run_config(config, how),
     )
     try:

@@ -71,7 +71,7 @@ def run_to_parts(
     gpu = settings.gpus_per_actor > 0
     if not todo:
         return
-    if settings.actors == 0:
+    if settings.count() == 0:
         local = PartWriter(worker, args, str(parts), gpu=gpu)
         for item in todo:
             yield local({key: [value] for key, value in item.items()}).to_pylist()[0]
@@ -85,7 +85,7 @@ def _ray_pool(worker, args, items, settings, gpu, folder) -> Iterator[pa.Table]:
 
     logger.info(
         "%s on %d Ray Data actors (%g CPUs, %g GPUs each), %d slices",
-        worker.__name__, settings.actors, settings.cpus_per_actor, settings.gpus_per_actor,
+        worker.__name__, settings.count(), settings.cpus_per_actor, settings.gpus_per_actor,
         len(items),
     )  # fmt: skip
     dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
@@ -94,7 +94,7 @@ def _ray_pool(worker, args, items, settings, gpu, folder) -> Iterator[pa.Table]:
         fn_constructor_args=(worker, args, folder),
         fn_constructor_kwargs={"gpu": gpu, "cpus": settings.cpus_per_actor},
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=settings.actors),
+        compute=ray.data.ActorPoolStrategy(size=settings.count()),
         num_cpus=settings.cpus_per_actor,
         num_gpus=settings.gpus_per_actor,
         max_restarts=-1,  # a lost actor comes back; its slice is retried on it

@@ -83,8 +83,8 @@ def shard_blocks(embeddings_dir: str | os.PathLike, parts: int) -> list[tuple[li
 
 
 def _searchers(embeddings_dir, settings: InferenceSettings, factory, metric, use_gpu) -> list:
-    blocks = shard_blocks(embeddings_dir, max(1, settings.actors))
-    if settings.actors == 0:
+    blocks = shard_blocks(embeddings_dir, max(1, settings.count()))
+    if settings.count() == 0:
         return [ShardSearcher(p, o, factory, metric, use_gpu) for p, o in blocks]
     import ray
 
@@ -128,7 +128,7 @@ class Searcher:
 
             faiss.omp_set_num_threads(max(1, int(cpus)))
         paths = [str(p) for p in shard_paths(embeddings_dir)]
-        self.index, self.k = ShardSearcher(paths, 0, factory, metric, use_gpu or gpu), k
+        self.index, self.k = ShardSearcher(paths, 0, factory, metric, use_gpu), k
 
     def __call__(self, batch: dict) -> pa.Table:
         rows = read_slice(batch, [QUERY_VECTORS, "vector"])
@@ -148,7 +148,8 @@ def split_of(embeddings_dir, settings: InferenceSettings, split: str, memory_gb:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if split != "auto":
         return split
-    return "queries" if settings.actors <= 1 or index_gb(embeddings_dir) <= memory_gb else "corpus"
+    fits = index_gb(embeddings_dir) <= memory_gb
+    return "queries" if settings.count() <= 1 or fits else "corpus"
 
 
 def search_table(

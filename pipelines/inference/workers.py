@@ -7,6 +7,8 @@ The same classes run as Ray Data actors and, with ``actors: 0``, in the driver p
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,6 +21,7 @@ from retrieval.rerank import check_found, score_pairs
 from retrieval.tables.passage_lookup import PassageLookup, QueryLookup
 from retrieval.tables.schemas import CANDIDATES
 
+logger = logging.getLogger(__name__)
 QUERY_VECTORS = "qid"  # query vectors tables: (qid, vector), the embeddings layout keyed by qid
 
 
@@ -36,6 +39,9 @@ def place(model: torch.nn.Module, gpu: bool, cpus: float | None, precision: str)
     as they are: the driver has the machine, and the setting would outlive the stage."""
     if cpus is not None:
         torch.set_num_threads(max(1, int(cpus)))
+    if gpu and not torch.cuda.is_available():  # Ray schedules the GPUs a node declares
+        logger.warning("a GPU was reserved but CUDA sees none here: running on the CPU")
+        gpu = False
     device = torch.device("cuda" if gpu else "cpu")
     return model.to(device).eval(), resolve_precision(precision, device)
 

@@ -78,6 +78,7 @@ def init_distributed(use_gpu: bool) -> tuple[int, int]:
     import deepspeed
 
     skip_cpu_shm_allreduce()
+    use_gpu = use_gpu and torch.cuda.is_available()  # a declared GPU a machine lacks: the CPU
     if not dist.is_initialized():
         for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
             os.environ.setdefault(key, value)
