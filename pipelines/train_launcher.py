@@ -20,6 +20,7 @@ from pipelines.ray_env import ensure_ray
 from pipelines.run_lock import RunLock, WorkerLock
 from pipelines.shared_storage import check_shared_run_dir
 from retrieval.errors import ConfigError, UserError
+from retrieval.tables.store import write_json_atomic
 from retrieval.training.config import TrainConfig, validate_train_config
 from retrieval.training.loop import train_worker
 from retrieval.training.negatives import check_negatives
@@ -36,7 +37,23 @@ class WorkersLostError(UserError, RuntimeError):
 def _worker(config_dict: dict) -> None:
     config = validate_train_config(config_dict)
     with WorkerLock(config.output_dir):
-        train_worker(config)
+        summary = train_worker(config)
+        record_placement(config, summary)
+
+
+def record_placement(config: TrainConfig, summary: dict) -> None:
+    """Rank 0 adds where every rank ran (Ray node, the GPUs Ray gave it) and each rank's batch
+    to train_summary.json: what a cluster run can be checked against."""
+    import ray
+    import torch.distributed as dist
+
+    here = {"node": ray.get_runtime_context().get_node_id(), "gpus": ray.get_gpu_ids()}
+    placement = [None] * dist.get_world_size()
+    dist.all_gather_object(placement, here)
+    if dist.get_rank() == 0:
+        path = Path(config.output_dir) / "train_summary.json"
+        record = {**summary, "placement": placement, "batch_size": config.batch_size}
+        write_json_atomic(path, record)
 
 
 def launch(config: TrainConfig, how: LaunchSettings | None = None) -> Path:

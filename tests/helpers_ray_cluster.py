@@ -34,13 +34,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def node_args(temp_dir: Path, num_gpus: int = 0) -> list[str]:
-    """Settings both nodes take: one CPU, a small object store, and random ports where Ray's
-    defaults are fixed ones that another Ray of this machine may hold. ``num_gpus``: GPUs the
-    node declares (Ray schedules them whether or not the machine has them)."""
+def node_args(temp_dir: Path, num_gpus: int = 0, num_cpus: int = 1) -> list[str]:
+    """Settings every node takes: one CPU, a small object store, and random ports where Ray's
+    defaults are fixed ones that another Ray of this machine may hold. ``num_gpus`` and
+    ``num_cpus``: what the node declares (Ray schedules them whether the machine has them or
+    not)."""
     return [
-        "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--temp-dir", str(temp_dir),
-        "--num-gpus", str(num_gpus),
+        "--node-ip-address", "127.0.0.1", "--num-cpus", str(num_cpus), "--temp-dir",
+        str(temp_dir), "--num-gpus", str(num_gpus),
         "--object-store-memory", str(256 * 1024 * 1024), "--min-worker-port", "0",
         "--max-worker-port", "0", "--dashboard-agent-listen-port", str(free_port()),
         "--disable-usage-stats", "--block",
@@ -115,21 +116,25 @@ def hidden_from(folder: Path) -> list[str]:
 
 
 @contextmanager
-def two_node_cluster(logs: Path, num_gpus: int = 0, second_prefix: list[str] = ()):
-    """``("127.0.0.1:PORT", auth_env)`` of a head node and a second node, one CPU (and
-    ``num_gpus`` declared GPUs) each; each node's `ray start` output in ``logs``;
-    ``second_prefix`` runs before the second node's command (hidden_from). Their temp dirs are
-    short ones of their own: Ray's socket paths in them must fit in 107 bytes."""
+def two_node_cluster(
+    logs: Path, num_gpus: int = 0, second_prefix: list[str] = (), num_cpus: int = 1,
+    nodes: int = 2,
+):  # fmt: skip
+    """``("127.0.0.1:PORT", auth_env)`` of a head node and a second node (``nodes=1``: the head
+    alone), ``num_cpus`` CPUs and ``num_gpus`` declared GPUs each; each node's `ray start`
+    output in ``logs``; ``second_prefix`` runs before the second node's command (hidden_from).
+    Their temp dirs are short ones of their own: Ray's socket paths must fit in 107 bytes."""
     port, procs, auth = free_port(), [], auth_env()
     with tempfile.TemporaryDirectory(prefix="rqa-ray-", ignore_cleanup_errors=True) as temp:
         head = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--port", str(port),
                 "--include-dashboard=false", "--ray-client-server-port", str(free_port()),
-                *node_args(Path(temp) / "head", num_gpus)]  # fmt: skip
+                *node_args(Path(temp) / "head", num_gpus, num_cpus)]  # fmt: skip
         join = [*second_prefix, sys.executable, "-m", "tests.helpers_ray_cluster", "join",
                 "--address", f"127.0.0.1:{port}",
-                *node_args(Path(temp) / "second", num_gpus)]  # fmt: skip
+                *node_args(Path(temp) / "second", num_gpus, num_cpus)]  # fmt: skip
+        starts = [(head, logs / "head.log"), (join, logs / "second.log")][:nodes]
         try:
-            for cmd, log in ((head, logs / "head.log"), (join, logs / "second.log")):
+            for cmd, log in starts:
                 procs.append(start(cmd, log, auth))
                 wait_started(procs[-1], log)
             yield f"127.0.0.1:{port}", auth
@@ -156,9 +161,10 @@ def _print_actor_nodes(address: str) -> None:
     ray.init(address=address, log_to_driver=False, configure_logging=False)
     nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
     actors = [
-        {"class": info["ActorClassName"], "node": info["Address"]["NodeID"]}
+        {"class": info["ActorClassName"], "node": info["Address"]["NodeID"],
+         "gpus": info.get("RequiredResources", {}).get("GPU", 0.0)}
         for info in state.actors().values()
-    ]
+    ]  # fmt: skip
     ray.shutdown()
     print(json.dumps({"nodes": nodes, "actors": actors}))
 

@@ -47,8 +47,18 @@ class PartWriter:
         self.work, self.folder = worker(*args, gpu=gpu, cpus=cpus), folder
 
     def __call__(self, batch: dict) -> pa.Table:
-        entry = write_part(self.folder, int(batch["index"][0]), self.work(batch))
-        return pa.Table.from_pylist([{"index": int(batch["index"][0]), **entry}], schema=ENTRY)
+        index = int(batch["index"][0])
+        entry = write_part(self.folder, index, self.work(batch), worker=where())
+        return pa.Table.from_pylist([{"index": index, **entry}], schema=ENTRY)
+
+
+def where() -> dict:
+    """The Ray node and the GPUs Ray gave this worker ({} in the driver, outside Ray)."""
+    import ray
+
+    if not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+        return {}
+    return {"node": ray.get_runtime_context().get_node_id(), "gpus": ray.get_gpu_ids()}
 
 
 def run_to_parts(

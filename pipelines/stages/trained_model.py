@@ -12,7 +12,8 @@ from pipelines.stages.context import StageContext
 from pipelines.train_launcher import launch
 from retrieval.training.config import TrainConfig
 
-METRICS = ("steps", "final_loss", "examples_per_s", "train_seconds")
+METRICS = ("steps", "final_loss", "examples_per_s", "train_seconds", "world_size", "batch_size",
+           "placement")  # fmt: skip
 
 
 def launch_and_collect(ctx: StageContext, config: TrainConfig, how: LaunchSettings) -> dict:
@@ -27,4 +28,4 @@ def launch_and_collect(ctx: StageContext, config: TrainConfig, how: LaunchSettin
     shutil.copy(ctx.work / "train_summary.json", ctx.out / "train_summary.json")
     if (ctx.work / "train_log.jsonl").is_file():
         shutil.copy(ctx.work / "train_log.jsonl", ctx.out / "train_log.jsonl")
-    return {k: summary[k] for k in METRICS}
+    return {k: summary[k] for k in METRICS if k in summary}

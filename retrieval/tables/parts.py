@@ -65,13 +65,18 @@ def open_parts(folder: str | os.PathLike, plan: dict) -> Path:
     return folder
 
 
-def write_part(folder: str | os.PathLike, index: int, table: pa.Table) -> dict:
+def write_part(
+    folder: str | os.PathLike, index: int, table: pa.Table, worker: dict | None = None
+) -> dict:
     """Write part ``index`` (Parquet, atomically), then its manifest entry beside it: the
-    entry's file marks the part complete. Returns the entry (name, rows, sha256)."""
+    entry's file marks the part complete. Returns the entry (name, rows, sha256); ``worker``
+    (where it was computed) is kept beside it, in the entry file, and reaches the manifest."""
     folder = Path(folder)
     path = replace_atomically(folder / part_name(index), lambda tmp: pq.write_table(table, tmp))
     entry = {"name": path.name, "rows": table.num_rows, "sha256": sha256_of(path)}
-    write_json_atomic(_entry_path(folder, index), entry)
+    write_json_atomic(
+        _entry_path(folder, index), {**entry, **({"worker": worker} if worker else {})}
+    )
     return entry
 
 
