@@ -5,6 +5,7 @@ The one home of the differentiable all-gather; no losses or training-loop logic 
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import torch
@@ -69,3 +70,11 @@ def all_gather_with_grad(tensor: torch.Tensor, group: Any = None) -> torch.Tenso
     if world_size(group) == 1:
         return tensor
     return _AllGatherWithGrad.apply(tensor, group)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now: for a one-process group's MASTER_PORT and for tests
+    that start process groups or Ray nodes of their own."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -3,18 +3,13 @@ check what data-parallel training keeps the same on every rank."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from datetime import timedelta
 
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from retrieval.distributed import free_port
 
 
 def run_on_ranks(fn: Callable[[int, str], None], world: int, out_dir: str) -> None:

@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,14 +23,10 @@ from pathlib import Path
 
 import psutil
 
+from retrieval.distributed import free_port
+
 STARTED = "Ray runtime started"  # what `ray start` prints once its node is up
 REPO = Path(__file__).resolve().parents[1]  # where `python -m tests.helpers_ray_cluster` runs
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def node_args(temp_dir: Path, num_gpus: int = 0, num_cpus: int = 1) -> list[str]:

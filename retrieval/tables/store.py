@@ -34,13 +34,16 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def replace_atomically(path: Path, write: Callable[[Path], object]) -> Path:
+def replace_atomically(path: Path, write: Callable[[Path], object], durable: bool = False) -> Path:
     """Let ``write`` fill a hidden sibling temporary file, then rename it onto ``path``: readers
-    see the old file or the new one, never half of one. The one atomic-file helper of RQA."""
+    see the old file or the new one, never half of one. The one atomic-file helper of RQA.
+    ``durable``: the file reaches the disk before the rename (it survives a power cut too)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         write(tmp)
+        if durable:
+            fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -48,8 +51,18 @@ def replace_atomically(path: Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    return replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's entries to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: Path, text: str, durable: bool = False) -> Path:
+    write = lambda tmp: tmp.write_text(text, encoding="utf-8")  # noqa: E731
+    return replace_atomically(path, write, durable)
 
 
 def write_json_atomic(path: Path, payload: object) -> Path:
@@ -57,12 +70,16 @@ def write_json_atomic(path: Path, payload: object) -> Path:
 
 
 def replace_dir(new: Path, dest: Path) -> None:
-    """Move the finished folder ``new`` onto ``dest``, replacing any older ``dest``."""
-    old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+    """Move the finished folder ``new`` onto ``dest``. An older ``dest`` is renamed aside first
+    (``.NAME.old-*``) and removed last, so ``dest`` is always a whole folder, old or new. The
+    one folder swap of RQA (tables, stage outputs, checkpoints)."""
+    old = None
     if dest.exists():
-        dest.rename(old)
-    new.rename(dest)
-    shutil.rmtree(old, ignore_errors=True)
+        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(dest, old)
+    os.replace(new, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager
@@ -83,13 +100,7 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
             except OSError:
                 break
         raise
-    old = None
-    if dest.exists():
-        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, dest)
 
 
 def _batches(rows: Iterable[Mapping], schema: pa.Schema, shard_rows: int) -> Iterator[pa.Table]:

@@ -15,11 +15,12 @@ import logging
 import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from retrieval.tables.store import fsync_path, replace_dir, write_text_atomic
 
 logger = logging.getLogger(__name__)
 TAG = re.compile(r"^step-(\d+)$")
@@ -166,41 +167,21 @@ def _seal(folder: Path, step: int) -> None:
     leaves either no seal or a seal over complete files)."""
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != SEAL):
-        _fsync(path)
+        fsync_path(path)
         files[str(path.relative_to(folder))] = path.stat().st_size
     with open(folder / SEAL, "w") as f:
         json.dump({"step": step, "files": files}, f)
         f.flush()
         os.fsync(f.fileno())
-    _fsync(folder)
+    fsync_path(folder)
 
 
 def _publish(ckpt_dir: Path, tmp: Path, tag: str) -> None:
-    """Rename the sealed folder into place (replacing an older copy of the step), then point
-    ``latest`` at it with an atomic replace."""
-    final = ckpt_dir / tag
-    old = None
-    if final.exists():  # a copy of this step that a resume could not use
-        old = ckpt_dir / f".{tag}.old-{uuid.uuid4().hex[:8]}"
-        final.rename(old)
-    tmp.rename(final)
-    pointer = ckpt_dir / f".{LATEST}.tmp"
-    with open(pointer, "w") as f:
-        f.write(tag)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(pointer, ckpt_dir / LATEST)
-    _fsync(ckpt_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Rename the sealed folder into place (replacing an older copy of the step, one a resume
+    could not use), then point ``latest`` at it with an atomic, durable replace."""
+    replace_dir(tmp, ckpt_dir / tag)
+    write_text_atomic(ckpt_dir / LATEST, tag, durable=True)
+    fsync_path(ckpt_dir)
 
 
 def _barrier() -> None:

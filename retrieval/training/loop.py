@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from retrieval import distributed
+from retrieval.distributed import free_port
 from retrieval.losses import MoCoQueue, build_loss
 from retrieval.models.cross_encoder import CrossEncoder
 from retrieval.models.dual_encoder import DualEncoder
@@ -53,12 +53,6 @@ logger = logging.getLogger(__name__)
 
 def data_dir(config: TrainConfig) -> Path:
     return Path(config.output_dir) / "data"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def skip_cpu_shm_allreduce() -> None:
