@@ -90,6 +90,7 @@ def run_on(tmp_path, name, data, model, monkeypatch, nodes: int) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.cluster
+@pytest.mark.timeout(3600)
 def test_declared_gpus_two_nodes_run_the_msmarco_recipe_like_one_node(
     tmp_path, tiny_bert_dir, monkeypatch
 ):
