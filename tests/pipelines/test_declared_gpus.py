@@ -104,12 +104,12 @@ def test_declared_gpus_two_nodes_run_the_msmarco_recipe_like_one_node(
         where = Counter(p["node"] for p in metrics["placement"])
         assert sorted(where.values()) == [4, 4], (stage, where)  # 4 declared GPUs a node
         assert all(len(p["gpus"]) == 1 for p in metrics["placement"]), stage
-    writers = [a for a in seen["actors"] if "PartWriter" in a["class"]]
-    assert {a["node"] for a in writers} == set(seen["nodes"])  # actors on both nodes
+    # each inference pool: 8 actors of one declared GPU each, so 4 on each node
+    writers = Counter(a["node"] for a in seen["actors"] if "PartWriter" in a["class"])
+    assert set(writers) == set(seen["nodes"]) and min(writers.values()) >= 4, writers
     parts = json.loads((tmp_path / "two" / "mine" / "embeddings" / "_manifest.json").read_text())
     workers = [f["worker"] for f in parts["files"]]
-    assert len(workers) == 8 and {w["node"] for w in workers} == set(seen["nodes"])
-    assert all(len(w["gpus"]) == 1 for w in workers)  # each actor reserved one GPU
+    assert len(workers) == 8 and all(len(w["gpus"]) == 1 for w in workers)  # a GPU each
 
     run_on(tmp_path, "one", data, tiny_bert_dir, monkeypatch, nodes=1)
     two = json.loads((tmp_path / "two" / "evaluate" / "metrics.json").read_text())
