@@ -154,3 +154,19 @@ def write_msmarco_files(collection: Path, dest: Path) -> tuple[Path, Path, Path]
     qrels = "".join(f"{qid} 0 {pid} {rel}\n" for qid, pid, rel in MSMARCO_QRELS)
     (dest / "qrels.tsv").write_text(qrels)
     return dest / "collection.tsv", dest / "queries.tsv", dest / "qrels.tsv"
+
+
+EXPECTED_NUMBERS = Path(__file__).parent / "data" / "expected_numbers.yaml"
+
+
+def expected_number(name: str) -> dict:
+    """An entry of tests/data/expected_numbers.yaml: its ``value``, ``tolerance`` and where the
+    number comes from."""
+    import yaml
+
+    entry = yaml.safe_load(EXPECTED_NUMBERS.read_text(encoding="utf-8"))[name]
+    assert {"value", "tolerance", "measured"} <= set(entry), name
+    reference = entry.get("reference")
+    if reference:  # the recorded value agrees with its outside source to the digits it prints
+        assert round(entry["value"], reference["digits"]) == reference["value"], name
+    return entry

@@ -4,6 +4,7 @@ caching, --only/--force, and a kill -9 in the middle of a training stage followe
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from retrieval.evaluator import read_qrels
 from retrieval.metrics import evaluate
 from retrieval.metrics.trec_run import read_trec_run
 from retrieval.tables import read_manifest, read_table
-from tests.helpers_cli import finish, rqa
+from tests.helpers_cli import finish, rqa, spawn
 
 # Every stage the tiny config runs: all but pretrain (tests/pipelines/test_pretrain_stage.py).
 STAGES = [s for s in STAGE_ORDER if s != "pretrain"]
@@ -60,11 +61,17 @@ def manifest(run_dir: Path, stage: str) -> dict:
     return json.loads((run_dir / stage / "_manifest.json").read_text())
 
 
+SPY_LOG = "corpus-embeddings.jsonl"  # beside the run folder: tests/helpers_corpus_spy.py
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_bert_dir, scifact_dir):
+    """`rqa run` of the tiny config, its corpus encodings and evaluate's searches logged by
+    tests/helpers_corpus_spy.py (which only watches) to SPY_LOG beside the run folder."""
     tmp = tmp_path_factory.mktemp("pipeline")
     config = tiny_config(tmp, "whole", tiny_bert_dir, scifact_dir)
-    out = finish(rqa("run", str(config)))
+    spied = [sys.executable, "-m", "tests.helpers_corpus_spy", str(tmp / SPY_LOG)]
+    out = finish(spawn([*spied, "run", str(config)]))
     return config, tmp / "whole", out
 
 
@@ -96,18 +103,31 @@ def test_mine_draws_title_queries_that_train_cross_trains_on(finished_run):
     assert inputs["titles"] == output_id(manifest(run_dir, "mine"))
 
 
-def test_evaluate_reuses_the_embeddings_mine_made_with_the_same_numbers(finished_run):
-    from retrieval.evaluator import evaluate_retriever
-    from retrieval.models import DualEncoder
-
+def test_evaluate_reuses_the_embeddings_mine_and_augment_made(finished_run, tiny_bert_dir):
+    """The corpus is encoded once per model in the whole run: mine encodes it with
+    train_dual_0's model, augment with train_dual_1's, evaluate only for the models no stage
+    encoded it with, and for those two evaluate searches mine's and augment's tables, byte for
+    byte what they wrote (tests/helpers_corpus_spy.py logged every encoding and search)."""
     _, run_dir, _ = finished_run
-    reported = json.loads((run_dir / "evaluate" / "metrics.json").read_text())["train_dual_0"]
-    assert manifest(run_dir, "evaluate")["basis"]["inputs"]["train_dual_0:embeddings"]
-    model = DualEncoder.from_pretrained(run_dir / "train_dual_0" / "model")
-    fresh = evaluate_retriever(model, run_dir / "prepare", "dev", tuple(reported), k=20,
-                               precision="auto").metrics  # encodes the corpus itself  # fmt: skip
-    for metric, value in fresh.items():
-        assert reported[metric] == pytest.approx(value, abs=0.02), metric
+    spied = [json.loads(line) for line in (run_dir.parent / SPY_LOG).open()]
+    encodes = [r for r in spied if r["event"] == "encode"]
+    model_of = {run_dir / s / "model": s for s in STAGES} | {tiny_bert_dir: "base"}
+    model_of = {path.resolve(): name for path, name in model_of.items()}
+    assert sorted((r["stage"], model_of[Path(r["model"]).resolve()]) for r in encodes) == [
+        ("augment", "train_dual_1"), ("evaluate", "base"), ("evaluate", "train_dual_2"),
+        ("evaluate", "train_joint"), ("mine", "train_dual_0"),
+    ]  # fmt: skip
+    written = {r["stage"]: r["digest"] for r in encodes if r["stage"] in ("mine", "augment")}
+    searched = {Path(r["queries"]).parent.name: r for r in spied if r["event"] == "search"}
+    assert set(searched) == {"zero-shot", "train_dual_0", "train_dual_1", "train_dual_2",
+                             "train_joint"}  # fmt: skip
+    for model, producer in (("train_dual_0", "mine"), ("train_dual_1", "augment")):
+        assert (
+            Path(searched[model]["table"]).resolve()
+            == (run_dir / producer / "embeddings").resolve()
+        )
+        assert searched[model]["digest"] == written[producer], model
+        assert any(name.endswith(".parquet") for name in written[producer])
 
 
 def test_training_curves_are_tensorboard_events_and_report_plots(finished_run):

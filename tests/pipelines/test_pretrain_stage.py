@@ -98,7 +98,10 @@ def test_a_bad_pretrain_section_is_one_line_at_load_time(tmp_path, case):
 
 
 @pytest.mark.parametrize("method", ["retromae", "simcse"])
-def test_the_stage_trains_its_method_on_the_run_corpus(tmp_path, method):
+def test_the_stage_configures_its_method_on_the_run_corpus(tmp_path, method):
+    """The TrainConfig the stage hands the launcher: the method's kind, loss and mask ratios,
+    the run's corpus tables and base model, the run's and the section's settings (nothing is
+    trained here; test_rqa_run_pretrains_then_fine_tunes_the_pretrained_model trains both)."""
     section = {"enabled": True, "method": method, "train": {"lr": 1e-4, "workers": 2}}
     if method == "retromae":
         section["decoder_mask_ratio"] = 0.6
@@ -136,9 +139,12 @@ def test_a_changed_pretrain_stales_train_dual_0_through_its_model(tmp_path, monk
     assert plans["train_dual_0"].reasons == ["input model (pretrain/model) is rerun first"]
 
 
+PRETRAIN_STEPS = 4
+
+
 def tiny_config(tmp_path: Path, model: Path, scifact: Path, method: str) -> Path:
-    train = {"max_steps": 4, "batch_size": 4, "launcher": "local", "checkpoint_every": 2,
-             "log_every": 1}  # fmt: skip
+    train = {"max_steps": PRETRAIN_STEPS, "batch_size": 4, "launcher": "local",
+             "checkpoint_every": 2, "log_every": 1}  # fmt: skip
     config = {
         "name": "pretrained",
         "run_dir": str(tmp_path / "run"),
@@ -146,7 +152,12 @@ def tiny_config(tmp_path: Path, model: Path, scifact: Path, method: str) -> Path
         "model_settings": {"query_max_len": 24, "passage_max_len": 48},
         "data": {"beir": str(scifact), "max_corpus": 150},
         "stages": {
-            "pretrain": {"enabled": True, "method": method, "train": train},
+            # no weight decay: a pretrained weight differs from the base only by its gradients
+            "pretrain": {
+                "enabled": True,
+                "method": method,
+                "train": {**train, "weight_decay": 0.0},
+            },
             "train_dual_0": {"train": train},
             **{stage: {"enabled": False} for stage in LATER_STAGES},
         },
@@ -174,6 +185,7 @@ def test_rqa_run_pretrains_then_fine_tunes_the_pretrained_model(
     assert list(plans) == ["prepare", "pretrain", "train_dual_0"]
     assert plans["pretrain"].split()[1:3] == ["missing", "run"]
     finish(rqa("run", str(config)))
+    check_pretrain_trained(run_dir, tiny_bert_dir)
     check_fine_tuned_from_pretrain(run_dir, '"retromae (masked auto-encoding pre-training)"')
     assert (run_dir / "loss-pretrain.png").is_file()
 
@@ -185,7 +197,28 @@ def test_rqa_run_pretrains_then_fine_tunes_the_pretrained_model(
     assert "config stages.pretrain.method changed" in plans["pretrain"]
     assert "input model (pretrain/model) is rerun first" in plans["train_dual_0"]
     finish(rqa("run", str(config)))
+    check_pretrain_trained(run_dir, tiny_bert_dir)
     check_fine_tuned_from_pretrain(run_dir, '"simcse_unsup"')
+
+
+def check_pretrain_trained(run_dir: Path, base: Path) -> None:
+    """pretrain's train log holds every step, each with a finite loss, and the encoder it
+    exported differs from the base model's (weight decay is off: gradients moved it)."""
+    import math
+
+    import torch
+
+    from retrieval.models import DualEncoder
+
+    log = [json.loads(line) for line in (run_dir / "pretrain" / "train_log.jsonl").open()]
+    assert [r["step"] for r in log] == list(range(1, PRETRAIN_STEPS + 1))
+    assert all(math.isfinite(r["loss"]) for r in log), log
+    summary = json.loads((run_dir / "pretrain" / "train_summary.json").read_text())
+    assert summary["steps"] == PRETRAIN_STEPS
+    trained = DualEncoder.from_pretrained(run_dir / "pretrain" / "model").state_dict()
+    start = DualEncoder.from_pretrained(base).state_dict()
+    assert trained.keys() == start.keys()
+    assert any(not torch.equal(trained[k], start[k]) for k in start), "pretrain moved no weight"
 
 
 def check_fine_tuned_from_pretrain(run_dir: Path, pretrain_loss: str) -> None:

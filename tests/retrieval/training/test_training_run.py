@@ -106,29 +106,90 @@ def read_summary(folder: Path) -> dict:
     return json.loads((folder / "train_summary.json").read_text())
 
 
-def test_two_ray_workers_share_cross_batch_negatives(tmp_path, scifact_tables, tiny_bert_dir):
-    """Each query is scored against workers x batch x (1 + hard negatives) passages: 2 x 8 x 2."""
+@pytest.fixture(scope="module")
+def no_dropout_bert(tmp_path_factory, tiny_bert_dir) -> Path:
+    """tiny_bert_dir's weights without dropout: the forward pass is then the same function of
+    a query or passage on every rank and in one process, so runs that split the same global
+    batch differently can be held to the same weights."""
+    from transformers import AutoTokenizer, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert-no-dropout")
+    model = BertModel.from_pretrained(
+        tiny_bert_dir, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ray_two_workers(tmp_path_factory, scifact_tables, no_dropout_bert) -> Path:
+    """`rqa train-dual` on 2 Ray Train workers, 8 queries each, 3 steps: its output folder."""
+    tmp = tmp_path_factory.mktemp("ray-two-workers")
     config = write_config(
-        tmp_path, "ray", scifact_tables, tiny_bert_dir, max_steps=3, launcher="ray", workers=2,
+        tmp, "ray", scifact_tables, no_dropout_bert, max_steps=3, launcher="ray", workers=2,
         log_every=1,
     )  # fmt: skip
     finish(rqa("train-dual", "--config", str(config)))
-    summary = read_summary(tmp_path / "ray")
+    return tmp / "ray"
+
+
+def read_log(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "train_log.jsonl").open()]
+
+
+def test_two_ray_workers_share_cross_batch_negatives(
+    ray_two_workers, tmp_path, scifact_tables, no_dropout_bert
+):
+    """2 workers x 8 queries, each query scored against both workers' 2 x 8 x (1 + 1) passages
+    and each worker's gradient terms sent back to it, train as one process does on the whole
+    batch of 16 against its 32 passages: the same final weights. To float rounding (measured
+    2e-7; training moves them up to 4e-5): a worker that kept only its own passages, or only
+    its own gradient terms (the loss and its count of candidates unchanged), ends 8e-5 away."""
+    summary = read_summary(ray_two_workers)
     assert summary["world_size"] == 2 and summary["steps"] == 3
-    log = [json.loads(line) for line in (tmp_path / "ray" / "train_log.jsonl").open()]
+    log = read_log(ray_two_workers)
     assert [r["step"] for r in log] == [1, 2, 3]
     assert {r["candidates_per_query"] for r in log} == {2 * 8 * (1 + 1)}
-    DualEncoder.from_pretrained(tmp_path / "ray" / "model")
+
+    config = write_config(
+        tmp_path, "whole", scifact_tables, no_dropout_bert, max_steps=3, batch_size=16,
+        log_every=1,
+    )  # fmt: skip
+    finish(rqa("train-dual", "--config", str(config)))
+    assert read_summary(tmp_path / "whole")["world_size"] == 1
+    assert {r["candidates_per_query"] for r in read_log(tmp_path / "whole")} == {16 * (1 + 1)}
+    expected = weights(tmp_path / "whole" / "model")
+    got = weights(ray_two_workers / "model")
+    start = weights(no_dropout_bert)
+    assert any(not torch.equal(start[k], expected[k]) for k in expected), "training changed nothing"
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=2e-6, msg=key)
 
 
-def test_same_loop_runs_under_torchrun(tmp_path, scifact_tables, tiny_bert_dir):
-    config = write_config(tmp_path, "trun", scifact_tables, tiny_bert_dir, max_steps=3)
+def test_same_loop_runs_under_torchrun(ray_two_workers, tmp_path, scifact_tables, no_dropout_bert):
+    """torchrun's 2 processes train exactly as Ray Train's 2 workers with the same config and
+    seed: the same loss at every step and bit-identical weights (both run the same loop, one
+    thread a process, over gloo; a different batch, seed or reduction would show)."""
+    config = write_config(
+        tmp_path, "trun", scifact_tables, no_dropout_bert, max_steps=3, log_every=1
+    )
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "pipelines.train_launcher", str(config),
     ]  # fmt: skip
     finish(spawn(cmd))
-    assert read_summary(tmp_path / "trun")["world_size"] == 2
+    summary = read_summary(tmp_path / "trun")
+    assert summary["world_size"] == 2 and summary["steps"] == 3
+    curve = [(r["step"], r["loss"], r["candidates_per_query"]) for r in read_log(tmp_path / "trun")]
+    ray_curve = [
+        (r["step"], r["loss"], r["candidates_per_query"]) for r in read_log(ray_two_workers)
+    ]
+    assert curve == ray_curve
+    expected, got = weights(ray_two_workers / "model"), weights(tmp_path / "trun" / "model")
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
 
 
 def test_ray_run_killed_and_relaunched_gives_the_uninterrupted_weights(
@@ -148,15 +209,24 @@ def test_ray_run_killed_and_relaunched_gives_the_uninterrupted_weights(
 
 
 def test_joint_training_updates_and_exports_both_models(tmp_path, scifact_tables, tiny_bert_dir):
+    """Both saved folders differ from the weights they started from: the dual encoder's, and
+    the re-ranker's encoder (its 1-logit head is new, so the encoder is what can be compared).
+    Weight decay is off, so a weight moves only if a gradient reached it (AdamW moves nothing
+    on a zero gradient)."""
     from retrieval.models import CrossEncoder
 
     config = write_config(
         tmp_path, "joint", scifact_tables, tiny_bert_dir, max_steps=3, group_size=4,
-        cross_model=str(tiny_bert_dir), hard_negatives=None,
+        cross_model=str(tiny_bert_dir), hard_negatives=None, weight_decay=0.0,
     )  # fmt: skip
     finish(rqa("train-joint", "--config", str(config)))
     dual = weights(tmp_path / "joint" / "model")
     start = weights(tiny_bert_dir)
-    assert any(not torch.equal(dual[k], start[k]) for k in dual)
+    assert dual.keys() == start.keys()
+    assert any(not torch.equal(dual[k], start[k]) for k in dual), "the dual encoder did not move"
     cross = CrossEncoder.from_pretrained(tmp_path / "joint" / "cross_model")
     assert cross.model.config.num_labels == 1
+    trained = cross.model.bert.state_dict()
+    begun = CrossEncoder.from_pretrained(tiny_bert_dir).model.bert.state_dict()
+    assert trained.keys() == begun.keys()
+    assert any(not torch.equal(trained[k], begun[k]) for k in trained), "the re-ranker did not move"
