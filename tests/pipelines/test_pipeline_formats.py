@@ -31,6 +31,9 @@ from retrieval.metrics.answers import has_answer as dpr_has_answer
 from retrieval.tables import read_table
 from tests.helpers_cli import finish, rqa
 
+pytestmark = [pytest.mark.slow]
+
+
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = {"max_steps": 2, "batch_size": 4, "launcher": "local", "checkpoint_every": 2,
          "log_every": 1}  # fmt: skip

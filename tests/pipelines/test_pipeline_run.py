@@ -204,6 +204,7 @@ def trec_key(item: tuple[str, float]) -> tuple[float, str]:
     return item[1], item[0]
 
 
+@pytest.mark.slow
 def test_second_run_does_no_work(finished_run):
     config, run_dir, _ = finished_run
     before = {s: manifest(run_dir, s)["fingerprint"] for s in STAGES}
@@ -214,6 +215,7 @@ def test_second_run_does_no_work(finished_run):
     assert before == {s: manifest(run_dir, s)["fingerprint"] for s in STAGES}
 
 
+@pytest.mark.slow
 def test_only_and_force_rerun_just_that_stage(finished_run):
     config, run_dir, _ = finished_run
     mtimes = {s: (run_dir / s / "_manifest.json").stat().st_mtime_ns for s in STAGES}
@@ -242,6 +244,7 @@ def test_bad_config_is_one_line_before_any_work(tmp_path, tiny_bert_dir, scifact
         load_pipeline_config(path)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_the_same_results(finished_run, tmp_path, tiny_bert_dir,
                                                  scifact_dir):  # fmt: skip
     _, whole_dir, _ = finished_run

@@ -176,6 +176,7 @@ def plan_lines(config: Path) -> dict[str, str]:
     return {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
 
 
+@pytest.mark.slow
 def test_rqa_run_pretrains_then_fine_tunes_the_pretrained_model(
     tmp_path, tiny_bert_dir, scifact_dir
 ):

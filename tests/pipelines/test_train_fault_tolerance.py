@@ -76,6 +76,7 @@ def test_a_lost_worker_is_replaced_and_the_run_ends_with_the_uninterrupted_weigh
         torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=1e-6, msg=key)
 
 
+@pytest.mark.slow
 def test_without_restarts_a_lost_worker_stops_the_run_with_one_line(
     tmp_path, scifact_tables, tiny_bert_dir
 ):

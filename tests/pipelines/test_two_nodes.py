@@ -13,10 +13,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.helpers_cli import finish, rqa
 from tests.helpers_ray_cluster import actor_nodes, two_node_cluster
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
 
 ON_RAY = {"actors": 2, "cpus_per_actor": 1, "batch_size": 16}
 OFF = {"enabled": False}

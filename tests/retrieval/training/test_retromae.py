@@ -282,6 +282,7 @@ def test_a_short_run_lowers_the_loss_and_exports_a_plain_encoder(whole_run, tiny
     assert "retromae" in card and f"base_model: {tiny_bert_dir}" in card
 
 
+@pytest.mark.slow
 def test_kill9_and_resume_gives_the_uninterrupted_weights(
     whole_run, tmp_path, scifact_tables, tiny_bert_dir
 ):

@@ -21,6 +21,7 @@ def write_config(tmp_path: Path, name: str, tables: Path, model: Path, **extra) 
         "batch_size": 8,
         "hard_negatives": 1,
         "random_negatives": True,  # examples from qrels have no negatives of their own
+        "epochs": 3,  # the SciFact excerpt gives 18 batches an epoch; max_steps ends it
         "max_steps": 30,
         "checkpoint_every": 5,
         "launcher": "local",
@@ -37,6 +38,7 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return DualEncoder.from_pretrained(folder).state_dict()
 
 
+@pytest.mark.slow
 def test_kill9_and_resume_gives_the_uninterrupted_weights(tmp_path, scifact_tables, tiny_bert_dir):
     whole = write_config(tmp_path, "whole", scifact_tables, tiny_bert_dir)
     finish(rqa("train-dual", "--config", str(whole)))
@@ -138,6 +140,7 @@ def read_log(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "train_log.jsonl").open()]
 
 
+@pytest.mark.slow
 def test_two_ray_workers_share_cross_batch_negatives(
     ray_two_workers, tmp_path, scifact_tables, no_dropout_bert
 ):
@@ -167,6 +170,7 @@ def test_two_ray_workers_share_cross_batch_negatives(
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=2e-6, msg=key)
 
 
+@pytest.mark.slow
 def test_same_loop_runs_under_torchrun(ray_two_workers, tmp_path, scifact_tables, no_dropout_bert):
     """torchrun's 2 processes train exactly as Ray Train's 2 workers with the same config and
     seed: the same loss at every step and bit-identical weights (both run the same loop, one
@@ -192,6 +196,7 @@ def test_same_loop_runs_under_torchrun(ray_two_workers, tmp_path, scifact_tables
         assert torch.equal(got[key], expected[key]), key
 
 
+@pytest.mark.slow
 def test_ray_run_killed_and_relaunched_gives_the_uninterrupted_weights(
     tmp_path, scifact_tables, tiny_bert_dir
 ):
