@@ -72,6 +72,18 @@ def all_gather_with_grad(tensor: torch.Tensor, group: Any = None) -> torch.Tenso
     return _AllGatherWithGrad.apply(tensor, group)
 
 
+def all_gather(tensor: torch.Tensor, group: Any = None) -> torch.Tensor:
+    """Concatenate ``tensor`` ``[n, ...]`` from every rank into ``[world*n, ...]``, rank-major,
+    without gradient: for what travels beside the embeddings (their corpus rows, masks).
+    Booleans travel as uint8 (not every backend sends bool). One process: ``tensor`` itself."""
+    if world_size(group) == 1:
+        return tensor
+    sent = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor
+    parts = [torch.empty_like(sent) for _ in range(world_size(group))]
+    dist.all_gather(parts, sent.contiguous(), group=group)
+    return torch.cat(parts, dim=0).to(tensor.dtype)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now: for a one-process group's MASTER_PORT and for tests
     that start process groups or Ray nodes of their own."""

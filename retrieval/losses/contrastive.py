@@ -16,6 +16,11 @@ from retrieval.losses._checks import (
     check_same_width,
     shape_of,
 )
+from retrieval.losses.false_negatives import (
+    known_positive_mask,
+    mask_scores,
+    masks_false_negatives,
+)
 
 SIMILARITIES = ("dot", "cosine")
 
@@ -47,13 +52,17 @@ def candidate_cross_entropy(
     positives: torch.Tensor,
     temperature: float,
     similarity: str,
+    false_negatives: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean over rows of ``-log softmax(sim(q_i, candidates) / tau)[positives[i]]``.
 
     Returns ``(loss, scores)``; ``scores`` is ``[len(queries), len(candidates)]``. The shared
     core of :class:`InfoNCELoss` and the cross-batch loss, which differ only in the candidates.
+    ``false_negatives`` ``[len(queries), m]`` (bool, first ``m`` candidates) leave the softmax
+    (retrieval/losses/false_negatives.py).
     """
     scores = similarity_matrix(queries, candidates, similarity) / temperature
+    scores = mask_scores(scores, false_negatives)
     return F.cross_entropy(scores, positives), scores
 
 
@@ -85,6 +94,11 @@ class InfoNCELoss(nn.Module):
     already normalise its embeddings) or the cosine (``similarity="cosine"``, usually with
     ``tau`` about 0.05). After each call ``last_num_candidates`` holds ``B*(1+H) + M``.
 
+    False negatives: given ``passage_rows`` ``[B*(1+H)]`` (each passage's corpus row) and
+    ``known_positives`` ``[B, K]`` (each query's positive rows, ``-1``-padded), the sum over
+    ``j`` leaves out every passage ``c_j`` that is a known positive of ``q_i`` other than its
+    target (its logit is ``-inf``; the queue's ``M`` rows are never left out).
+
     Cites: van den Oord et al. 2018, "Representation Learning with Contrastive Predictive
     Coding" (InfoNCE); Karpukhin et al. 2020, "Dense Passage Retrieval for Open-Domain
     Question Answering" (in-batch + hard negatives); Qu et al. 2021, "RocketQA".
@@ -101,12 +115,17 @@ class InfoNCELoss(nn.Module):
         queries: torch.Tensor,
         passages: torch.Tensor,
         extra_negatives: torch.Tensor | None = None,
+        passage_rows: torch.Tensor | None = None,
+        known_positives: torch.Tensor | None = None,
     ) -> torch.Tensor:
         group = group_size(queries, passages)
         candidates = with_extra_negatives(passages, extra_negatives)
         positives = torch.arange(queries.shape[0], device=queries.device) * group
+        mask = None
+        if masks_false_negatives(queries, passages, passage_rows, known_positives):
+            mask = known_positive_mask(known_positives, passage_rows, positives)
         loss, scores = candidate_cross_entropy(
-            queries, candidates, positives, self.temperature, self.similarity
+            queries, candidates, positives, self.temperature, self.similarity, mask
         )
         self.last_num_candidates = scores.shape[1]
         return loss

@@ -16,6 +16,7 @@ from retrieval.losses.contrastive import (
     group_size,
     with_extra_negatives,
 )
+from retrieval.losses.false_negatives import known_positive_mask, masks_false_negatives
 
 
 class CrossBatchInfoNCELoss(nn.Module):
@@ -36,6 +37,11 @@ class CrossBatchInfoNCELoss(nn.Module):
     mean of the ``L_r`` equals that loss. With ``gather_queries=True`` every rank also
     gathers the queries and computes that full loss itself (same value on all ranks, ``W``
     times the score matrix); the averaged gradient is again the one-process gradient.
+
+    False negatives: with ``passage_rows`` and ``known_positives`` (as for ``InfoNCELoss``),
+    the passages' corpus rows are gathered beside them, and every gathered passage that is a
+    known positive of the scoring query, other than its target, leaves the softmax; with
+    ``gather_queries`` each rank's mask rows travel with its queries.
 
     In one process (no process group) this is exactly ``InfoNCELoss``. After each call
     ``last_num_candidates`` holds ``W*B*(1+H) + M``.
@@ -58,20 +64,27 @@ class CrossBatchInfoNCELoss(nn.Module):
         queries: torch.Tensor,
         passages: torch.Tensor,
         extra_negatives: torch.Tensor | None = None,
+        passage_rows: torch.Tensor | None = None,
+        known_positives: torch.Tensor | None = None,
     ) -> torch.Tensor:
         group = group_size(queries, passages)
         local = queries.shape[0]
+        masks = masks_false_negatives(queries, passages, passage_rows, known_positives)
         all_passages = distributed.all_gather_with_grad(passages)
+        own = (distributed.rank() * local + torch.arange(local, device=queries.device)) * group
+        mask = None
+        if masks:  # this rank's queries against every rank's passages
+            all_rows = distributed.all_gather(passage_rows)
+            mask = known_positive_mask(known_positives, all_rows, own)
         if self.gather_queries:
             scored = distributed.all_gather_with_grad(queries)
-            first = 0
+            positives = torch.arange(scored.shape[0], device=queries.device) * group
+            mask = distributed.all_gather(mask) if masks else None
         else:
-            scored = queries
-            first = distributed.rank() * local
-        positives = (first + torch.arange(scored.shape[0], device=queries.device)) * group
+            scored, positives = queries, own
         candidates = with_extra_negatives(all_passages, extra_negatives)
         loss, scores = candidate_cross_entropy(
-            scored, candidates, positives, self.temperature, self.similarity
+            scored, candidates, positives, self.temperature, self.similarity, mask
         )
         self.last_num_candidates = scores.shape[1]
         return loss
