@@ -42,7 +42,21 @@ def pick_passages(
     return chosen + [int(x) for x in pool]
 
 
+def known_positive_rows(examples: ResolvedExamples, indices: np.ndarray) -> torch.Tensor:
+    """``[B, K]``: each example's known positive corpus rows, padded with ``-1`` (no row)."""
+    known = [examples.known_positives(int(i)) for i in indices]
+    padded = torch.full((len(known), max(len(k) for k in known)), -1, dtype=torch.int64)
+    for row, rows in enumerate(known):
+        padded[row, : len(rows)] = torch.from_numpy(rows)
+    return padded
+
+
 class DualCollator:
+    """Queries with 1 positive + H hard negatives each; with ``mask_false_negatives``, also
+    the corpus rows of those passages and each query's known positives (``false_negatives``),
+    so the loss can leave out any candidate that is a known positive of the query scoring it
+    (retrieval/losses/false_negatives.py)."""
+
     def __init__(
         self,
         model: DualEncoder,
@@ -51,10 +65,12 @@ class DualCollator:
         hard_negatives: int,
         seed: int,
         random_negatives: bool = False,
+        mask_false_negatives: bool = False,
     ):
         self.model, self.examples, self.passages = model, examples, passages
         self.hard_negatives, self.seed = hard_negatives, seed
         self.random_negatives = random_negatives
+        self.mask_false_negatives = mask_false_negatives
 
     def __call__(self, indices: np.ndarray, step: int) -> dict[str, dict[str, torch.Tensor]]:
         rows: list[int] = []
@@ -65,12 +81,18 @@ class DualCollator:
                 rng, ex_pos, ex_neg, self.hard_negatives, len(self.passages), self.random_negatives
             )
         titles, texts = self.passages.get(rows)
-        return {
+        batch = {
             "query_inputs": self.model.tokenize_queries(
                 [self.examples.queries[i] for i in indices]
             ),
             "passage_inputs": self.model.tokenize_passages(titles, texts),
         }
+        if self.mask_false_negatives:
+            batch["false_negatives"] = {
+                "passage_rows": torch.tensor(rows, dtype=torch.int64),
+                "known_positives": known_positive_rows(self.examples, indices),
+            }
+        return batch
 
 
 class CrossCollator:

@@ -390,6 +390,16 @@ RANDOM_NEGATIVES_HELP = (
     "an example without negatives draws random corpus passages instead (logged); off: such "
     "examples are an error before training starts"
 )
+NO_DUPLICATES_HELP = (
+    "each global batch (all workers) holds no two examples that share a positive passage or "
+    "a query text; colliding examples wait for later batches "
+    "(retrieval/training/no_duplicates.py); off: the plain seeded shuffle"
+)
+MASK_FALSE_NEGATIVES_HELP = (
+    "a candidate passage (in-batch, another query's, or with cross_batch any worker's) that is "
+    "a known positive of the query scoring it, other than its own target, leaves the softmax "
+    "(retrieval/losses/false_negatives.py); a queue's passages are not checked"
+)
 RERANKER_HEAD_LR_HELP = (
     "learning rate of the re-ranker's new pooler + classifier (default: lr); see "
     "retrieval/training/optimizer.py"
@@ -407,6 +417,8 @@ class DualConfig(TrainBase):
     )
     hard_negatives: int = Field(default=0, ge=0, description="per query")
     random_negatives: bool = Field(default=False, description=RANDOM_NEGATIVES_HELP)
+    no_duplicates: bool = Field(default=False, description=NO_DUPLICATES_HELP)
+    mask_false_negatives: bool = Field(default=False, description=MASK_FALSE_NEGATIVES_HELP)
     queue: QueueConfig | None = Field(
         default=None, description="past passages as extra negatives (MoCo); unset: none"
     )
@@ -446,6 +458,7 @@ class JointConfig(TrainBase):
     cross_max_len: int = Field(default=256, ge=8, description="tokens of a (query, passage) pair")
     head_lr: float | None = Field(default=None, gt=0, description=RERANKER_HEAD_LR_HELP)
     random_negatives: bool = Field(default=False, description=RANDOM_NEGATIVES_HELP)
+    no_duplicates: bool = Field(default=False, description=NO_DUPLICATES_HELP)
     grad_cache: JointGradCacheConfig | None = Field(
         default=None,
         description="gradient caching of both models, for batches larger than memory allows "

@@ -4,6 +4,7 @@ corpus row numbers once, on the driver, so workers never hold a pid -> row map o
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -86,9 +87,23 @@ class ResolvedExamples:
 
     def __init__(self, table_dir: str | os.PathLike):
         table = read_table(table_dir)
+        self.qids: list[str] = table["qid"].to_pylist()
         self.queries: list[str] = table["query"].to_pylist()
         self.positives = [np.asarray(r, dtype=np.int64) for r in table["positive_rows"].to_pylist()]
         self.negatives = [np.asarray(r, dtype=np.int64) for r in table["negative_rows"].to_pylist()]
 
     def __len__(self) -> int:
         return len(self.queries)
+
+    def known_positives(self, i: int) -> np.ndarray:
+        """Every positive row known for example ``i``'s query: its own, and those of other
+        examples with the same qid (a query may come in several rows, e.g. from two tables)."""
+        return self._shared_qid_positives.get(self.qids[i], self.positives[i])
+
+    @functools.cached_property
+    def _shared_qid_positives(self) -> dict[str, np.ndarray]:
+        """The union of positives of each qid that more than one example has."""
+        by_qid: dict[str, list[np.ndarray]] = {}
+        for qid, rows in zip(self.qids, self.positives):
+            by_qid.setdefault(qid, []).append(rows)
+        return {q: np.unique(np.concatenate(r)) for q, r in by_qid.items() if len(r) > 1}

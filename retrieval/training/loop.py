@@ -36,6 +36,7 @@ from retrieval.training.modules import (
     JointTrainingModule,
 )
 from retrieval.training.negatives import check_negatives
+from retrieval.training.no_duplicates import NoDuplicatesStepSampler
 from retrieval.training.optimizer import param_groups
 from retrieval.training.pair_training import build_pair_training, open_pairs, pair_card_facts
 from retrieval.training.pairs import prepare_pairs
@@ -153,9 +154,19 @@ def _build(config: TrainConfig, store: PassageStore, examples: ResolvedExamples)
     if config.queue is not None:
         queue = MoCoQueue(config.queue_rows(distributed.world_size()), dual.dim)
     collate = DualCollator(
-        dual, examples, store, config.hard_negatives, config.seed, config.random_negatives
-    )
+        dual, examples, store, config.hard_negatives, config.seed, config.random_negatives,
+        config.mask_false_negatives,
+    )  # fmt: skip
     return DualTrainingModule(dual, loss, queue), collate, {"model": dual}
+
+
+def build_sampler(config: TrainConfig, examples, world: int) -> StepSampler:
+    """The step sampler: with ``no_duplicates`` (kinds dual and joint), clean global batches."""
+    if getattr(config, "no_duplicates", False):
+        return NoDuplicatesStepSampler(
+            examples.queries, examples.positives, config.batch_size, world, config.seed
+        )
+    return StepSampler(len(examples), config.batch_size, world, config.seed)
 
 
 def linear_schedule(optimizer, total_steps: int, warmup_ratio: float):
@@ -185,7 +196,7 @@ def train_worker(config: TrainConfig) -> dict:
     dist.barrier()
     store, examples = open_data(config)
     module, collate, models = build(config, store, examples)
-    sampler = StepSampler(len(examples), config.batch_size, world, config.seed)
+    sampler = build_sampler(config, examples, world)
     total = sampler.total_steps(config.epochs, config.max_steps)
     ds_config = deepspeed_config(config)
     head_lr = getattr(config, "head_lr", None)  # kinds cross, joint and retromae

@@ -20,17 +20,25 @@ class DualTrainingModule(nn.Module):
         super().__init__()
         self.model, self.loss, self.queue = model, loss, queue
 
-    def forward(self, query_inputs: dict, passage_inputs: dict) -> torch.Tensor:
-        return self.embedding_loss(*self.model(query_inputs, passage_inputs))
+    def forward(
+        self, query_inputs: dict, passage_inputs: dict, false_negatives: dict | None = None
+    ) -> torch.Tensor:
+        queries, passages = self.model(query_inputs, passage_inputs)
+        return self.embedding_loss(queries, passages, false_negatives=false_negatives)
 
-    def embedding_loss(self, queries: torch.Tensor, passages: torch.Tensor) -> torch.Tensor:
+    def embedding_loss(
+        self, queries: torch.Tensor, passages: torch.Tensor, false_negatives: dict | None = None
+    ) -> torch.Tensor:
         """The loss of encoded queries and passages; gradient caching (retrieval/training/
         grad_cache.py) encodes them itself and calls this, so both steps share one loss. The
-        loss runs in float32 whatever the encoders' precision (loss_precision.py)."""
+        loss runs in float32 whatever the encoders' precision (loss_precision.py).
+        ``false_negatives`` (``mask_false_negatives``: the collator's ``passage_rows`` and
+        ``known_positives``) go to the loss, which masks known positives among the negatives."""
         queries, passages = as_fp32(queries, passages)
+        ids = false_negatives or {}
         if self.queue is None:
-            return self.loss(queries, passages)
-        loss = self.loss(queries, passages, extra_negatives=self.queue.negatives())
+            return self.loss(queries, passages, **ids)
+        loss = self.loss(queries, passages, extra_negatives=self.queue.negatives(), **ids)
         # Every rank pushes every rank's passages, so all ranks hold the same queue.
         self.queue.push(distributed.all_gather_with_grad(passages.detach()))
         return loss
