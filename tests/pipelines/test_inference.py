@@ -263,3 +263,33 @@ def test_the_driver_receives_kilobytes_for_a_table_of_vectors(
     table_bytes = read_table(tmp_path / "emb").nbytes
     assert manifest["rows"] == 250 and table_bytes > 30_000
     assert 0 < got < 2_000, got  # three part entries (name, rows, sha256), not the vectors
+
+
+@pytest.mark.slow
+def test_a_killed_actor_is_restarted_and_the_table_equals_a_whole_run(
+    ray_local, tables, tiny_bert_dir, tmp_path, monkeypatch
+):
+    """An encoder actor that dies by SIGKILL mid-stage (as on a lost node) is restarted by Ray
+    Data and its slice is done again: the stage ends with the uninterrupted run's table."""
+    import os
+    import signal
+
+    from pipelines.inference import steps, workers
+
+    monkeypatch.setattr(steps, "ROWS_PER_TASK", 40)  # 8 slices over the 2 actors
+    encode_corpus_table(tiny_bert_dir, tables / "corpus", tmp_path / "whole", LOCAL)
+    marker = tmp_path / "killed-actor-pid"
+
+    class DiesOnce(workers.CorpusEncoder):
+        """The first slice any actor takes kills that actor's process."""
+
+        def __call__(self, batch):
+            if not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().__call__(batch)
+
+    monkeypatch.setattr(steps, "CorpusEncoder", DiesOnce)
+    encode_corpus_table(tiny_bert_dir, tables / "corpus", tmp_path / "out", RAY)
+    assert int(marker.read_text()) != os.getpid()  # an actor died, not this process
+    assert read_table(tmp_path / "out").equals(read_table(tmp_path / "whole"))
