@@ -52,6 +52,8 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import yaml  # noqa: E402
 
+from pipelines.process_memory import EverySeconds, tree_rss  # noqa: E402
+
 MB = 2**20
 PASSAGE_WORDS = (50, 70)  # MS MARCO passages average ~56 words
 QUERY_WORDS = (4, 8)  # MS MARCO queries average ~6 words
@@ -307,34 +309,25 @@ def ray_worker_name(proc: psutil.Process) -> str | None:
     return None
 
 
-class Sampler(threading.Thread):
+class Sampler(EverySeconds):
     """Every ``every_s``: the driver's RSS and each Ray worker's, charged to ``stage``, which
     the log reader moves along as the driver starts and finishes stages. Runs outside the
     driver, so measuring adds nothing to what is measured."""
 
     def __init__(self, driver: psutil.Process, every_s: float = SAMPLE_EVERY_S):
-        super().__init__(daemon=True)
-        self.driver, self.every_s = driver, every_s
+        super().__init__(every_s)
+        self.driver = driver
         self.stage = "startup"
         self.peaks: dict[str, StagePeaks] = {}
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.sample()
-            except psutil.NoSuchProcess:
-                return  # the driver has exited
-            self.stop.wait(self.every_s)
 
     def sample(self) -> None:
         stage = self.stage
         driver = self.driver.memory_info().rss
         workers: dict[int, tuple[str, int]] = {}
         system = 0
-        for proc in self.driver.children(recursive=True):
+        for proc, rss in tree_rss(self.driver):
             try:
-                title, rss = ray_worker_name(proc), proc.memory_info().rss
+                title = ray_worker_name(proc)
             except psutil.Error:
                 continue  # exited between the listing and the reading
             if title is None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pipelines.config import PipelineConfig
 from pipelines.driver_traffic import received_bytes
 from pipelines.fingerprint import PENDING, basis, fingerprint, why_stale
 from pipelines.model_check import check_model_available
+from pipelines.process_memory import PeakMemory
 from pipelines.run_lock import RunLock
 from pipelines.stages import stage_module, stage_spec
 from pipelines.stages.context import StageContext
@@ -158,41 +158,6 @@ def driver_cpu_s() -> float:
     """CPU seconds (user + system) this process has used."""
     times = psutil.Process().cpu_times()
     return times.user + times.system
-
-
-class PeakMemory:
-    """Samples the RSS of this process and all its descendants (Ray workers too): ``peak`` of
-    their sum, ``driver_peak`` of this process alone."""
-
-    def __init__(self, every_s: float = 0.5):
-        self.every_s, self.peak, self.driver_peak = every_s, 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def _sample(self) -> int:
-        me = psutil.Process()
-        total = own = me.memory_info().rss
-        self.driver_peak = max(self.driver_peak, own)
-        for proc in me.children(recursive=True):
-            try:
-                total += proc.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
-            self._stop.wait(self.every_s)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._sample())
 
 
 def run_pipeline(
