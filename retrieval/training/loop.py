@@ -46,7 +46,7 @@ from retrieval.training.retromae.build import (
     retromae_card_facts,
 )
 from retrieval.training.sampler import StepSampler
-from retrieval.training.train_log import TrainLog
+from retrieval.training.train_log import IntervalMeans, TrainLog
 
 logger = logging.getLogger(__name__)
 
@@ -250,11 +250,16 @@ def prepare_data(config: TrainConfig) -> None:
     PassageStore(tables / "corpus", data_dir(config) / "hf_cache")
 
 
-def run_steps(engine, collate, sampler, config, start, total, rank, world) -> dict:
+def run_steps(engine, collate, sampler, config, start, total, rank, world, evals=None) -> dict:
+    """Train steps ``start..total``; every ``log_every`` steps (and at the end) log the means
+    of the loss and its parts over the steps since the last record; ``evals`` (an
+    EvalDuringTraining, or None) evaluates after the steps it is due at, before the
+    checkpoint of the same step, so a resumed run has evaluated what its checkpoint holds."""
     ckpt_dir = Path(config.output_dir) / "checkpoints"
     log = TrainLog(Path(config.output_dir)) if rank == 0 else None
     engine.train()
     started, seen, last_loss = time.perf_counter(), 0, float("nan")
+    means = IntervalMeans()
     bar = tqdm(total=total, initial=start, desc=f"train {config.kind}", disable=rank != 0)
     for step in range(start, total):
         batch = to_device(collate(sampler.indices(step, rank), step), engine.device)
@@ -262,20 +267,30 @@ def run_steps(engine, collate, sampler, config, start, total, rank, world) -> di
         engine.backward(loss)
         engine.step()
         last_loss = loss.item()
+        means.add({"loss": last_loss, **loss_parts(engine.module)})
         seen += config.batch_size * world
         rate = seen / (time.perf_counter() - started)
         bar.set_postfix(loss=f"{last_loss:.4f}", ex_per_s=f"{rate:.1f}")
         bar.update(1)
-        if rank == 0 and ((step + 1) % config.log_every == 0 or step + 1 == total):
-            record = {
-                "step": step + 1,
-                "loss": last_loss,
-                "examples_per_s": rate,
-                "lr": engine.get_lr()[0],
-                "candidates_per_query": getattr(engine.module.loss, "last_num_candidates", None),
-            }
-            logger.info("step %d/%d loss %.4f %.1f examples/s", step + 1, total, last_loss, rate)
-            log.write(record)
+        if log is not None:
+            log.step_loss(step + 1, last_loss)
+        if (step + 1) % config.log_every == 0 or step + 1 == total:
+            mean = means.take(engine.device)  # every rank: the mean is over the ranks too
+            if rank == 0:
+                record = {
+                    "step": step + 1,
+                    **mean,
+                    "examples_per_s": rate,
+                    "lr": engine.get_lr()[0],
+                    "candidates_per_query": getattr(
+                        engine.module.loss, "last_num_candidates", None
+                    ),
+                }
+                logger.info("step %d/%d loss %.4f %.1f examples/s", step + 1, total,
+                            mean["loss"], rate)  # fmt: skip
+                log.write(record)
+        if evals is not None:
+            evals.after_step(step + 1, total, log)
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < total:
             checkpoints.save(engine, ckpt_dir, step + 1, rank, config.keep_checkpoints)
     bar.close()
@@ -290,6 +305,13 @@ def run_steps(engine, collate, sampler, config, start, total, rank, world) -> di
         "train_seconds": elapsed,
         "world_size": world,
     }
+
+
+def loss_parts(module) -> dict[str, float]:
+    """The terms of a composite loss after its last call (a loss's ``last_parts``, e.g.
+    JointListwiseLoss's KL and listwise terms), as ``loss/<part>`` log keys."""
+    parts = getattr(getattr(module, "loss", None), "last_parts", None) or {}
+    return {f"loss/{name}": float(value) for name, value in parts.items()}
 
 
 def export(engine, models: dict, out: Path, ds_config: dict, rank: int, cards: dict) -> None:
