@@ -26,6 +26,9 @@ from retrieval.training import checkpoints
 from retrieval.training.cached_modules import with_grad_cache
 from retrieval.training.collators import CrossCollator, DualCollator, JointCollator
 from retrieval.training.config import TrainConfig
+from retrieval.training.evaluation import EvalDuringTraining
+from retrieval.training.evaluation.during_training import promote_best
+from retrieval.training.evaluation.during_training import refuse_zero3 as refuse_zero3_evaluation
 from retrieval.training.examples import ResolvedExamples, load_examples, resolve_examples
 from retrieval.training.grad_cache import refuse_zero3
 from retrieval.training.master_weights import master_weights, weights_swapped_in
@@ -205,17 +208,40 @@ def train_worker(config: TrainConfig) -> dict:
     )
     ckpt_dir = out / "checkpoints"
     start = checkpoints.resume(engine, ckpt_dir, rank)
-    summary = run_steps(engine, collate, sampler, config, start, total, rank, world)
+    evals = evaluation_during(config, engine, models, ds_config, rank)
+    summary = run_steps(engine, collate, sampler, config, start, total, rank, world, evals)
     summary["precision"] = training_precision(engine)
     summary["training_module"] = type(engine.module).__name__  # e.g. the grad-cache twin
+    if evals is not None and rank == 0:
+        summary["evaluation"] = evals.summary()
     if start < total:
         checkpoints.save(engine, ckpt_dir, total, rank, config.keep_checkpoints)
     if start < total or not (out / "model").is_dir():  # a finished run is not exported again
-        export(engine, models, out, ds_config, rank, model_cards(config, summary, world))
+        cards = model_cards(config, summary, world)
+        if evals is not None and evals.select == "best":
+            if rank == 0:
+                promote_best(out, list(models), cards)
+        else:
+            export(engine, models, out, ds_config, rank, cards)
     if rank == 0:
         write_json_atomic(out / "train_summary.json", summary)
     dist.barrier()
     return summary
+
+
+def evaluation_during(config, engine, models, ds_config, rank) -> EvalDuringTraining | None:
+    """The dev-set evaluation of ``config.evaluation`` (None: off); with ``select: best`` it
+    exports each new best step under ``output_dir/best`` as export() writes the last."""
+    if config.evaluation is None:
+        return None
+    refuse_zero3_evaluation(ds_config)
+    out = Path(config.output_dir)
+
+    def export_to(folder: Path) -> None:
+        cards = {name: f"# {out.name}: best dev step so far (see step.json)\n" for name in models}
+        export(engine, models, folder, ds_config, rank, cards)
+
+    return EvalDuringTraining(config, engine.module, models["model"], rank, export_to)
 
 
 def open_data(config: TrainConfig):
@@ -354,10 +380,21 @@ def weights_note(precision: str) -> str:
     return f"float32: the optimizer's master copy (trained in {precision} mixed precision)"
 
 
+def evaluation_facts(summary: dict) -> dict:
+    """The model card's lines on the dev evaluation: which step was exported, and its metric."""
+    found = summary.get("evaluation")
+    if not found or found["best_step"] is None:
+        return {}
+    best = f"{found['metric']} {found['best_value']:.4f} at step {found['best_step']}"
+    exported = "the best dev step" if found["select"] == "best" else "the last step"
+    return {"exported weights": exported, "best dev step": best}
+
+
 def model_cards(config: TrainConfig, summary: dict, world: int) -> dict[str, str]:
     """The README.md of each exported folder (``model``: the dual encoder, or the re-ranker of
     a cross run; ``cross_model``: the re-ranker of a joint run)."""
-    weights = {"weights": weights_note(summary.get("precision", "fp32"))}
+    weights = {"weights": weights_note(summary.get("precision", "fp32")),
+               **evaluation_facts(summary)}  # fmt: skip
     if config.kind == "pair":
         facts = {**pair_card_facts(config, summary, world), **weights}
         return {"model": card_text("pair", facts, config.model, Path(config.output_dir).name)}
