@@ -257,3 +257,34 @@ def test_pair_evaluation_needs_pairs(tmp_path, tiny_bert_dir):
     }))  # fmt: skip
     with pytest.raises(ConfigError, match="key 'evaluation.dev': give the sentence pairs"):
         load_train_config(path)
+
+
+@needs_gloo
+def test_joint_select_best_exports_both_models_of_the_best_step(
+    tmp_path, scifact_tables, tiny_bert_dir
+):
+    from retrieval.models import CrossEncoder
+
+    path = write_config(
+        tmp_path, "joint", scifact_tables, tiny_bert_dir, kind="joint", hard_negatives=None,
+        cross_model=str(tiny_bert_dir), group_size=2, cross_max_len=64, max_steps=4,
+        evaluation={"every_steps": EVERY, "max_queries": 10, "pool_size": 50, "select": "best",
+                    "metric": "mrr@10"},
+    )  # fmt: skip
+    run_on_ranks(partial(_train_all, [str(path)]), 1, str(tmp_path))
+    out = tmp_path / "joint"
+    summary = json.loads((out / "train_summary.json").read_text())
+    best_step = summary["evaluation"]["best_step"]
+    log = [json.loads(line) for line in (out / "train_log.jsonl").open()]
+    assert [r["step"] for r in log if "eval/mrr@10" in r] == [2, 4]
+    assert all({"loss/kl", "loss/reranker_ce", "loss/retriever_ce"} <= set(r) for r in log
+               if "loss" in r)  # fmt: skip
+    (states,) = (out / "checkpoints" / f"step-{best_step}").rglob("mp_rank_00_model_states.pt")
+    module = torch.load(states, map_location="cpu", weights_only=False)["module"]
+    dual = dual_weights(out / "model")
+    cross = CrossEncoder.from_pretrained(out / "cross_model").state_dict()
+    for key, value in dual.items():
+        assert torch.equal(value, module[f"dual.{key}"]), key
+    for key, value in cross.items():
+        assert torch.equal(value, module[f"cross.{key}"]), key
+    assert "mrr@10" in (out / "cross_model" / "README.md").read_text()
