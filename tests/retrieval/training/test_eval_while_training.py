@@ -288,3 +288,32 @@ def test_joint_select_best_exports_both_models_of_the_best_step(
     for key, value in cross.items():
         assert torch.equal(value, module[f"cross.{key}"]), key
     assert "mrr@10" in (out / "cross_model" / "README.md").read_text()
+
+
+@needs_gloo
+def test_pair_run_logs_the_dev_spearman_of_its_model(tmp_path, tiny_bert_dir):
+    from scipy.stats import spearmanr
+
+    from retrieval.encoding import encode_queries
+    from retrieval.evaluation import read_sentence_pairs
+
+    stsb = Path(__file__).resolve().parents[2] / "data" / "stsb"
+    path = tmp_path / "pair.yaml"
+    path.write_text(yaml.safe_dump({
+        "kind": "pair", "loss": "cosent", "model": str(tiny_bert_dir),
+        "output_dir": str(tmp_path / "pair"), "data": {"pairs": str(stsb), "max_examples": 64},
+        "batch_size": 8, "max_steps": 4, "log_every": 2, "lr": 1e-3,
+        "evaluation": {"every_steps": 2, "max_queries": 1000},
+    }))  # fmt: skip
+    run_on_ranks(partial(_train_all, [str(path)]), 1, str(tmp_path))
+    log = [json.loads(line) for line in (tmp_path / "pair" / "train_log.jsonl").open()]
+    evals = {r["step"]: r["eval/spearman"] for r in log if "eval/spearman" in r}
+    assert sorted(evals) == [2, 4]
+    from retrieval.models import DualEncoder
+
+    model = DualEncoder.from_pretrained(tmp_path / "pair" / "model")
+    pairs = read_sentence_pairs(stsb / "dev.tsv")
+    a = encode_queries(model, pairs.sentences1, show_progress=False)
+    b = encode_queries(model, pairs.sentences2, show_progress=False)
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert evals[4] == pytest.approx(spearmanr(pairs.labels, cosine).statistic, abs=1e-4)
