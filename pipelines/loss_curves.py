@@ -17,7 +17,8 @@ def read_losses(log: Path) -> list[tuple[int, float]]:
     by_step = {}
     for line in log.read_text().splitlines():
         record = json.loads(line)
-        by_step[int(record["step"])] = float(record["loss"])
+        if "loss" in record:  # evaluation records carry metrics, not a loss
+            by_step[int(record["step"])] = float(record["loss"])
     return sorted(by_step.items())
 
 

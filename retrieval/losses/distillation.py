@@ -91,7 +91,11 @@ class JointListwiseLoss(ListwiseKLDistillationLoss):
 
         L_sup = 1/Q * sum_q -log softmax(s_ce[q])[0]
 
-    After each call ``last_kl`` and ``last_ce`` hold the two terms, detached, for logging.
+    After each call ``last_kl`` and ``last_ce`` hold the two terms, detached, and
+    ``last_parts`` names them for the training log (``loss = kl + reranker_ce``), with the
+    retriever's own listwise cross-entropy ``retriever_ce = 1/Q * sum_q -log softmax(s_de[q])[0]``
+    beside them: not a term of the loss (the retriever learns from the KL alone), but the
+    number that says whether the retriever ranks the positive first.
 
     Cites: Ren et al. 2021, "RocketQAv2" (EMNLP): L_final = L_KL + L_sup.
     """
@@ -102,9 +106,14 @@ class JointListwiseLoss(ListwiseKLDistillationLoss):
         super().__init__(detach_teacher, direction, reduction)
         self.last_kl: torch.Tensor | None = None
         self.last_ce: torch.Tensor | None = None
+        self.last_parts: dict[str, torch.Tensor] = {}
 
     def forward(self, s_de: torch.Tensor, s_ce: torch.Tensor) -> torch.Tensor:
         kl = super().forward(s_de, s_ce)
         ce = listwise_cross_entropy(s_ce)
         self.last_kl, self.last_ce = kl.detach(), ce.detach()
+        with torch.no_grad():
+            retriever_ce = listwise_cross_entropy(s_de.detach())
+        self.last_parts = {"kl": self.last_kl, "reranker_ce": self.last_ce,
+                           "retriever_ce": retriever_ce}  # fmt: skip
         return kl + ce

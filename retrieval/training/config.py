@@ -38,6 +38,7 @@ from pydantic import (
 
 from retrieval.errors import ConfigError, MissingInputError
 from retrieval.losses.arguments import loss_arguments, settable
+from retrieval.metrics.evaluate import parse_metric
 from retrieval.training.model_settings import ModelSettings
 from retrieval.training.retromae.settings import RetroMAESettings
 
@@ -214,6 +215,45 @@ class JointGradCacheConfig(GradCacheConfig):
         return f"{super().chunks()}, pair chunk {self.pair_chunk}"
 
 
+class EvaluationConfig(Strict):
+    """Evaluation on a dev set while training (retrieval/training/evaluation/), on rank 0 every
+    ``every_steps`` steps and after the last; ``select: best`` exports the best step's
+    weights instead of the last's. Kinds dual, joint (the retriever), cross (the re-ranker):
+    nDCG@10 / MRR@10 / Recall@k of the split's qrels on at most ``max_queries`` seeded queries;
+    pair: Spearman (cosine) on at most ``max_queries`` pairs of the split's file."""
+
+    every_steps: int = Field(ge=1, description="steps between evaluations")
+    split: str = Field(default="dev", description="queries-/qrels-SPLIT, or the pair file's split")
+    dev: Path | None = Field(
+        default=None,
+        description="where the dev set lies: a tables folder (default: data.tables) or, kind "
+        "pair, a folder or file of sentence pairs (default: data.pairs)",
+    )
+    metric: str | None = Field(
+        default=None,
+        description="the metric select reads: ndcg@10 (default), mrr@10, recall@K, ...; "
+        "kind pair: spearman",
+    )
+    max_queries: int = Field(default=500, ge=1, description="queries (pairs) sampled, seeded")
+    candidates: Path | None = Field(
+        default=None,
+        description="a candidates table of the split: dual/joint add its top `depth` of each "
+        "query to the pool; cross re-ranks them (with the positives)",
+    )
+    depth: int = Field(default=100, ge=1, description="candidates per query read from the table")
+    pool_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="without candidates: the corpus passages in the pool (all of a corpus this "
+        "small, else a seeded sample) beside the queries' positives; cross: negatives per query "
+        "are drawn from it",
+    )
+    seed: int = Field(default=0, description="draws the queries and the pool, once")
+    select: Literal["best", "last"] = Field(
+        default="last", description="export the best evaluated step (best) or the last (last)"
+    )
+
+
 # --- the keys of every kind, and the checks that span kinds ----------------------------------
 
 
@@ -312,6 +352,18 @@ def check_keys(raw: object, model: type[BaseModel], kinds: tuple[str, ...]) -> N
         )
 
 
+def check_eval_metric(kind: str, metric: str) -> None:
+    """A one-line error unless ``kind``'s evaluator gives ``metric``."""
+    if kind == "pair":
+        if metric != "spearman":
+            raise ValueError(f"key 'evaluation.metric': kind pair gives spearman, not {metric!r}")
+        return
+    try:
+        parse_metric(metric)
+    except ConfigError as err:
+        raise ValueError(f"key 'evaluation.metric': {err}") from None
+
+
 class TrainBase(Strict):
     """The keys of every training run: what to start from and write, the data, the loss and
     the schedule. Each kind's class adds its own keys and narrows ``data`` and ``loss``."""
@@ -345,6 +397,9 @@ class TrainBase(Strict):
         description="recompute the encoders' activations in backward instead of keeping them: "
         "less memory for the papers' batch sizes, about a third more compute",
     )
+    evaluation: EvaluationConfig | None = Field(
+        default=None, description="evaluate on a dev set while training; unset: off"
+    )
 
     @classmethod
     def kind_name(cls) -> str:
@@ -375,6 +430,13 @@ class TrainBase(Strict):
                 f"key 'loss_args.{key}': {first['msg']} (loss '{self.loss}' takes {takes})"
             ) from None
         self.loss_args = checked.model_dump(exclude_unset=True)
+        return self
+
+    @model_validator(mode="after")
+    def _evaluation_fits_kind(self) -> TrainBase:
+        """The metric ``evaluation.metric`` names must be one this kind's evaluator gives."""
+        if self.evaluation is not None and self.evaluation.metric is not None:
+            check_eval_metric(self.kind, self.evaluation.metric)
         return self
 
     @model_validator(mode="after")
@@ -504,6 +566,10 @@ class PairConfig(TrainBase):
             )
         if self.loss not in SENTENCE_LOSSES and self.data.pairs is None:
             raise ValueError(f"key 'data.pairs': loss '{self.loss}' trains on labelled pairs")
+        if self.evaluation is not None and self.evaluation.dev is None and not self.data.pairs:
+            raise ValueError(
+                "key 'evaluation.dev': give the sentence pairs to evaluate on (no data.pairs)"
+            )
         return self
 
     def queue_rows(self, world: int) -> int:
@@ -530,6 +596,15 @@ class RetroMAEConfig(TrainBase):
         description="learning rate of the masked-LM head and the decoder (default: lr); see "
         "retrieval/training/optimizer.py",
     )
+
+    @model_validator(mode="after")
+    def _no_evaluation(self) -> RetroMAEConfig:
+        if self.evaluation is not None:
+            raise ValueError(
+                "key 'evaluation': kind retromae has no dev metric (masked auto-encoding); "
+                "evaluate the encoder it pre-trains after fine-tuning"
+            )
+        return self
 
 
 KIND_CONFIGS: dict[str, type[TrainBase]] = {
@@ -616,6 +691,10 @@ def local_paths(config: TrainConfig) -> dict[str, Path]:
     named = {f"data.{key}": value for key, value in config.data if isinstance(value, Path)}
     if config.deepspeed is not None:
         named["deepspeed"] = config.deepspeed
+    if config.evaluation is not None:
+        for key, value in config.evaluation:
+            if isinstance(value, Path):
+                named[f"evaluation.{key}"] = value
     return named
 
 
@@ -633,6 +712,10 @@ def absolute_paths(config: TrainConfig) -> TrainConfig:
     update = {"data": data, "output_dir": config.output_dir.resolve()}
     if config.deepspeed:
         update["deepspeed"] = config.deepspeed.resolve()
+    if config.evaluation is not None:
+        update["evaluation"] = config.evaluation.model_copy(
+            update={k: v.resolve() for k, v in config.evaluation if isinstance(v, Path)}
+        )
     for key in ("model", "cross_model"):
         value = getattr(config, key, None)
         if value and Path(value).exists():

@@ -26,6 +26,9 @@ from retrieval.training import checkpoints
 from retrieval.training.cached_modules import with_grad_cache
 from retrieval.training.collators import CrossCollator, DualCollator, JointCollator
 from retrieval.training.config import TrainConfig
+from retrieval.training.evaluation import EvalDuringTraining
+from retrieval.training.evaluation.during_training import promote_best
+from retrieval.training.evaluation.during_training import refuse_zero3 as refuse_zero3_evaluation
 from retrieval.training.examples import ResolvedExamples, load_examples, resolve_examples
 from retrieval.training.grad_cache import refuse_zero3
 from retrieval.training.master_weights import master_weights, weights_swapped_in
@@ -47,7 +50,7 @@ from retrieval.training.retromae.build import (
     retromae_card_facts,
 )
 from retrieval.training.sampler import StepSampler
-from retrieval.training.train_log import TrainLog
+from retrieval.training.train_log import IntervalMeans, TrainLog
 
 logger = logging.getLogger(__name__)
 
@@ -216,17 +219,40 @@ def train_worker(config: TrainConfig) -> dict:
     )
     ckpt_dir = out / "checkpoints"
     start = checkpoints.resume(engine, ckpt_dir, rank)
-    summary = run_steps(engine, collate, sampler, config, start, total, rank, world)
+    evals = evaluation_during(config, engine, models, ds_config, rank)
+    summary = run_steps(engine, collate, sampler, config, start, total, rank, world, evals)
     summary["precision"] = training_precision(engine)
     summary["training_module"] = type(engine.module).__name__  # e.g. the grad-cache twin
+    if evals is not None and rank == 0:
+        summary["evaluation"] = evals.summary()
     if start < total:
         checkpoints.save(engine, ckpt_dir, total, rank, config.keep_checkpoints)
     if start < total or not (out / "model").is_dir():  # a finished run is not exported again
-        export(engine, models, out, ds_config, rank, model_cards(config, summary, world))
+        cards = model_cards(config, summary, world)
+        if evals is not None and evals.select == "best":
+            if rank == 0:
+                promote_best(out, list(models), cards)
+        else:
+            export(engine, models, out, ds_config, rank, cards)
     if rank == 0:
         write_json_atomic(out / "train_summary.json", summary)
     dist.barrier()
     return summary
+
+
+def evaluation_during(config, engine, models, ds_config, rank) -> EvalDuringTraining | None:
+    """The dev-set evaluation of ``config.evaluation`` (None: off); with ``select: best`` it
+    exports each new best step under ``output_dir/best`` as export() writes the last."""
+    if config.evaluation is None:
+        return None
+    refuse_zero3_evaluation(ds_config)
+    out = Path(config.output_dir)
+
+    def export_to(folder: Path) -> None:
+        cards = {name: f"# {out.name}: best dev step so far (see step.json)\n" for name in models}
+        export(engine, models, folder, ds_config, rank, cards)
+
+    return EvalDuringTraining(config, engine.module, models["model"], rank, export_to)
 
 
 def open_data(config: TrainConfig):
@@ -261,11 +287,16 @@ def prepare_data(config: TrainConfig) -> None:
     PassageStore(tables / "corpus", data_dir(config) / "hf_cache")
 
 
-def run_steps(engine, collate, sampler, config, start, total, rank, world) -> dict:
+def run_steps(engine, collate, sampler, config, start, total, rank, world, evals=None) -> dict:
+    """Train steps ``start..total``; every ``log_every`` steps (and at the end) log the means
+    of the loss and its parts over the steps since the last record; ``evals`` (an
+    EvalDuringTraining, or None) evaluates after the steps it is due at, before the
+    checkpoint of the same step, so a resumed run has evaluated what its checkpoint holds."""
     ckpt_dir = Path(config.output_dir) / "checkpoints"
     log = TrainLog(Path(config.output_dir)) if rank == 0 else None
     engine.train()
     started, seen, last_loss = time.perf_counter(), 0, float("nan")
+    means = IntervalMeans()
     bar = tqdm(total=total, initial=start, desc=f"train {config.kind}", disable=rank != 0)
     for step in range(start, total):
         batch = to_device(collate(sampler.indices(step, rank), step), engine.device)
@@ -273,20 +304,30 @@ def run_steps(engine, collate, sampler, config, start, total, rank, world) -> di
         engine.backward(loss)
         engine.step()
         last_loss = loss.item()
+        means.add({"loss": last_loss, **loss_parts(engine.module)})
         seen += config.batch_size * world
         rate = seen / (time.perf_counter() - started)
         bar.set_postfix(loss=f"{last_loss:.4f}", ex_per_s=f"{rate:.1f}")
         bar.update(1)
-        if rank == 0 and ((step + 1) % config.log_every == 0 or step + 1 == total):
-            record = {
-                "step": step + 1,
-                "loss": last_loss,
-                "examples_per_s": rate,
-                "lr": engine.get_lr()[0],
-                "candidates_per_query": getattr(engine.module.loss, "last_num_candidates", None),
-            }
-            logger.info("step %d/%d loss %.4f %.1f examples/s", step + 1, total, last_loss, rate)
-            log.write(record)
+        if log is not None:
+            log.step_loss(step + 1, last_loss)
+        if (step + 1) % config.log_every == 0 or step + 1 == total:
+            mean = means.take(engine.device)  # every rank: the mean is over the ranks too
+            if rank == 0:
+                record = {
+                    "step": step + 1,
+                    **mean,
+                    "examples_per_s": rate,
+                    "lr": engine.get_lr()[0],
+                    "candidates_per_query": getattr(
+                        engine.module.loss, "last_num_candidates", None
+                    ),
+                }
+                logger.info("step %d/%d loss %.4f %.1f examples/s", step + 1, total,
+                            mean["loss"], rate)  # fmt: skip
+                log.write(record)
+        if evals is not None:
+            evals.after_step(step + 1, total, log)
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < total:
             checkpoints.save(engine, ckpt_dir, step + 1, rank, config.keep_checkpoints)
     bar.close()
@@ -301,6 +342,13 @@ def run_steps(engine, collate, sampler, config, start, total, rank, world) -> di
         "train_seconds": elapsed,
         "world_size": world,
     }
+
+
+def loss_parts(module) -> dict[str, float]:
+    """The terms of a composite loss after its last call (a loss's ``last_parts``, e.g.
+    JointListwiseLoss's KL and listwise terms), as ``loss/<part>`` log keys."""
+    parts = getattr(getattr(module, "loss", None), "last_parts", None) or {}
+    return {f"loss/{name}": float(value) for name, value in parts.items()}
 
 
 def export(engine, models: dict, out: Path, ds_config: dict, rank: int, cards: dict) -> None:
@@ -343,10 +391,21 @@ def weights_note(precision: str) -> str:
     return f"float32: the optimizer's master copy (trained in {precision} mixed precision)"
 
 
+def evaluation_facts(summary: dict) -> dict:
+    """The model card's lines on the dev evaluation: which step was exported, and its metric."""
+    found = summary.get("evaluation")
+    if not found or found["best_step"] is None:
+        return {}
+    best = f"{found['metric']} {found['best_value']:.4f} at step {found['best_step']}"
+    exported = "the best dev step" if found["select"] == "best" else "the last step"
+    return {"exported weights": exported, "best dev step": best}
+
+
 def model_cards(config: TrainConfig, summary: dict, world: int) -> dict[str, str]:
     """The README.md of each exported folder (``model``: the dual encoder, or the re-ranker of
     a cross run; ``cross_model``: the re-ranker of a joint run)."""
-    weights = {"weights": weights_note(summary.get("precision", "fp32"))}
+    weights = {"weights": weights_note(summary.get("precision", "fp32")),
+               **evaluation_facts(summary)}  # fmt: skip
     if config.kind == "pair":
         facts = {**pair_card_facts(config, summary, world), **weights}
         return {"model": card_text("pair", facts, config.model, Path(config.output_dir).name)}
