@@ -31,9 +31,9 @@ from pipelines.config import PretrainStage  # noqa: E402
 from pipelines.launch_settings import LaunchSettings  # noqa: E402
 from pipelines.train_launcher import launch  # noqa: E402
 from retrieval.encoding import encode_passages, encode_queries  # noqa: E402
-from retrieval.evaluator import read_qrels  # noqa: E402
 from retrieval.metrics import evaluate  # noqa: E402
 from retrieval.models import DualEncoder  # noqa: E402
+from retrieval.tables.labels import read_qrels  # noqa: E402
 from retrieval.tables.store import read_table  # noqa: E402
 from retrieval.training.config import validate_train_config  # noqa: E402
 

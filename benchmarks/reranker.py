@@ -29,7 +29,6 @@ from common import CACHE, quiet_environment, table, write_result
 quiet_environment()
 
 from retrieval.bm25 import bm25_candidates  # noqa: E402
-from retrieval.evaluator import read_qrels  # noqa: E402
 from retrieval.fusion import reciprocal_rank_fusion  # noqa: E402
 from retrieval.metrics import read_trec_run  # noqa: E402
 from retrieval.metrics.evaluate import evaluate, per_query  # noqa: E402
@@ -37,6 +36,7 @@ from retrieval.metrics.order import trec_order  # noqa: E402
 from retrieval.models import CrossEncoder  # noqa: E402
 from retrieval.models.dual_encoder import passage_text  # noqa: E402
 from retrieval.rerank import candidates_to_run, rerank_top, top_of_run  # noqa: E402
+from retrieval.tables.labels import read_qrels  # noqa: E402
 from retrieval.tables.lookup import passages_of, queries_of  # noqa: E402
 from retrieval.tables.store import read_table  # noqa: E402
 

@@ -27,17 +27,12 @@ import pyarrow.parquet as pq
 import Stemmer
 from tqdm.auto import tqdm
 
-from retrieval.evaluator import (
-    DEFAULT_METRICS,
-    RetrievalResult,
-    check_labels,
-    evaluate_search,
-    read_qrels,
-)
+from retrieval.evaluator import DEFAULT_METRICS, RetrievalResult, evaluate_search
 from retrieval.indexing.vectors import check_k
 from retrieval.models.dual_encoder import passage_text
 from retrieval.retriever import read_queries, to_candidates
 from retrieval.tables.errors import DataError
+from retrieval.tables.labels import check_labels, read_qrels
 from retrieval.tables.store import atomic_dir, iter_shards, write_json_atomic
 
 logger = logging.getLogger(__name__)

@@ -16,13 +16,11 @@ import numpy as np
 import pyarrow as pa
 
 from retrieval.encoding import encode_corpus
-from retrieval.errors import MissingInputError
 from retrieval.indexing import index_from_table
 from retrieval.metrics import answer_recall, evaluate
 from retrieval.models.dual_encoder import DualEncoder
 from retrieval.retriever import Run, read_queries, search_queries, to_run
-from retrieval.tables.lookup import passages_of
-from retrieval.tables.store import read_table, table_exists
+from retrieval.tables.labels import body_texts, check_labels, read_answers, read_qrels
 
 logger = logging.getLogger(__name__)
 DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@10", "recall@100")
@@ -33,37 +31,6 @@ class RetrievalResult:
     metrics: dict[str, float]
     run: Run
     timings_s: dict[str, float] = field(default_factory=dict)
-
-
-def read_qrels(table_dir: str | os.PathLike) -> dict[str, dict[str, int]]:
-    qrels: dict[str, dict[str, int]] = {}
-    table = read_table(table_dir)
-    for qid, pid, rel in zip(*(table[c].to_pylist() for c in ("qid", "pid", "relevance"))):
-        qrels.setdefault(qid, {})[pid] = rel
-    return qrels
-
-
-def read_answers(table_dir: str | os.PathLike) -> dict[str, list[str]]:
-    table = read_table(table_dir)
-    return dict(zip(table["qid"].to_pylist(), table["answers"].to_pylist()))
-
-
-def body_texts(corpus_dir: Path, pids: set[str]) -> dict[str, str]:
-    """Body texts of just the ``pids`` asked for, read shard by shard to keep memory small.
-
-    Titles are left out: DPR's answer check (qa_validation.check_answer) looks at the passage
-    body only, so an answer found only in a title must not count as a hit.
-    """
-    return {pid: text for pid, (_, text) in passages_of(corpus_dir, pids).items()}
-
-
-def check_labels(tables_dir: Path, split: str) -> tuple[bool, bool]:
-    """Whether ``split`` has qrels and answers; at least one of them must be there."""
-    has_qrels = table_exists(tables_dir / f"qrels-{split}")
-    has_answers = table_exists(tables_dir / f"answers-{split}")
-    if not (has_qrels or has_answers):
-        raise MissingInputError(f"{tables_dir}: no qrels-{split} or answers-{split} table")
-    return has_qrels, has_answers
 
 
 def evaluate_search(

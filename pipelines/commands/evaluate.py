@@ -18,9 +18,10 @@ from pipelines.commands.inputs import (
     prepare_inputs,
 )
 from retrieval.errors import ConfigError, MissingInputError
-from retrieval.evaluator import DEFAULT_METRICS, evaluate_retriever, read_qrels
+from retrieval.evaluator import DEFAULT_METRICS, evaluate_retriever
 from retrieval.metrics import evaluate, parse_metric, read_trec_run, write_trec_run
 from retrieval.tables.errors import DataError
+from retrieval.tables.labels import read_qrels
 from retrieval.tables.readers.beir import read_beir_qrels
 from retrieval.tables.readers.msmarco import read_msmarco_qrels
 from retrieval.tables.store import write_json_atomic

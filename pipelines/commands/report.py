@@ -14,7 +14,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.pipeline import report_from_folder
+    from pipelines.run_report import report_from_folder
 
     report_from_folder(args.run_dir)
     return 0

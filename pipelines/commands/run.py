@@ -52,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.pipeline import run_and_report
+    from pipelines.run_report import run_and_report
 
     config = load_pipeline_config(args.config, args.data_beir, parse_set(args.set))
     overrides = {"run_dir": args.run_dir, "model": args.model}

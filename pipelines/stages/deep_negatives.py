@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from retrieval.answers_match import drop_answer_passages
-from retrieval.evaluator import body_texts, read_answers
+from retrieval.tables.labels import body_texts, read_answers
 from retrieval.tables.regroup import rows_for_chunks
 from retrieval.tables.schemas import EXAMPLES
 from retrieval.tables.store import iter_shards, table_exists, write_table

@@ -14,10 +14,11 @@ from pipelines.stages import DUAL_STAGES
 from pipelines.stages.context import StageContext
 from pipelines.stages.corpus_vectors import embeddings_source
 from pipelines.stages.spec import External, Output, StageSpec
-from retrieval.evaluator import RetrievalResult, check_labels, evaluate_candidates, read_qrels
+from retrieval.evaluator import RetrievalResult, evaluate_candidates
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.metrics import evaluate, write_trec_run
 from retrieval.rerank import candidates_to_run, top_of_run
+from retrieval.tables.labels import check_labels, read_qrels
 from retrieval.tables.schemas import CANDIDATES
 from retrieval.tables.store import read_table, table_exists, write_table
 

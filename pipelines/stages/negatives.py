@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from retrieval.answers_match import drop_answer_passages
-from retrieval.evaluator import body_texts, read_answers
+from retrieval.tables.labels import body_texts, read_answers
 from retrieval.tables.regroup import rows_for_chunks
 from retrieval.tables.schemas import EXAMPLES
 from retrieval.tables.store import table_exists
@@ -59,11 +59,3 @@ def examples_from_candidates(
         if counts is not None:
             counts.update(examples_with_negatives=sum(1 for r in rows if r["negatives"]))
         yield pa.Table.from_pylist(rows, schema=EXAMPLES)
-
-
-def mined_examples(tables: Path, split: str, candidates: pa.Table, keep: int) -> list[dict]:
-    """with_negatives for the whole split from an in-memory candidates table (small data; the
-    stages stream through examples_from_candidates)."""
-    ranked = dict(zip(candidates["qid"].to_pylist(), candidates["pids"].to_pylist()))
-    rows = load_examples(tables, split, None).to_pylist()
-    return with_negatives(rows, ranked, tables, split, keep)

@@ -1,6 +1,7 @@
 """Sentence-embedding evaluators: STS correlation and pair classification, one per module.
 
-Retrieval evaluation (qrels, nDCG) is retrieval/evaluator.py; this package holds none of it.
+Retrieval evaluation (nDCG, MRR, recall of a run) is retrieval/evaluator.py and the labels it
+reads retrieval/tables/labels.py; this package holds none of it.
 """
 
 from retrieval.evaluation.correlation import pearson, spearman

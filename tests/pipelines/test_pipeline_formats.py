@@ -16,19 +16,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 import pytrec_eval
 import yaml
 
 from pipelines.config import load_pipeline_config
 from pipelines.stages.context import StageContext
-from pipelines.stages.negatives import mined_examples
+from pipelines.stages.negatives import with_negatives
 from pipelines.stages.training import bm25_examples
 from retrieval.answers_match import contains_answer
-from retrieval.evaluator import body_texts, read_answers
 from retrieval.metrics.answers import has_answer as dpr_has_answer
 from retrieval.tables import read_table
+from retrieval.tables.labels import body_texts, read_answers
+from retrieval.training.examples import load_examples
 from tests.helpers_cli import finish, rqa
 
 pytestmark = [pytest.mark.slow]
@@ -318,7 +318,10 @@ def test_no_mined_negative_holds_an_answer(nq_run):
         others = [p["pid"] for p in corpus if p["pid"] not in holders]
         ranked.append({"qid": row["qid"], "pids": holders + others[:10]})
     assert sum(len(r["pids"]) - 10 for r in ranked) > len(ranked)  # not just the positive
-    rows = mined_examples(tables, "train", pa.Table.from_pylist(ranked), keep=6)
+    by_qid = {r["qid"]: r["pids"] for r in ranked}
+    rows = with_negatives(
+        load_examples(tables, "train", None).to_pylist(), by_qid, tables, "train", 6
+    )
     assert answer_holders(tables, rows) == []
     assert all(len(r["negatives"]) == 6 for r in rows)
 

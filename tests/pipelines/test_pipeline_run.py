@@ -13,10 +13,10 @@ import yaml
 
 from pipelines.config import STAGE_ORDER, load_pipeline_config
 from pipelines.fingerprint import output_id
-from retrieval.evaluator import read_qrels
 from retrieval.metrics import evaluate
 from retrieval.metrics.trec_run import read_trec_run
 from retrieval.tables import read_manifest, read_table
+from retrieval.tables.labels import read_qrels
 from tests.helpers_cli import finish, rqa, spawn
 
 # Every stage the tiny config runs: all but pretrain (tests/pipelines/test_pretrain_stage.py).

@@ -9,6 +9,7 @@ import pyarrow as pa
 from pipelines.stages import negatives
 from pipelines.stages.titles import drawn_titles
 from retrieval.tables import CANDIDATES, CORPUS, read_table, write_table
+from retrieval.training.examples import load_examples
 
 
 def test_drawn_titles_equal_one_draw_over_all_titles(tmp_path):
@@ -40,9 +41,10 @@ def test_examples_in_chunks_equal_the_whole_split(tmp_path, scifact_tables, monk
     chunks = list(
         negatives.examples_from_candidates(scifact_tables, "train", tmp_path / "candidates", 5)
     )
-    whole = negatives.mined_examples(
-        scifact_tables, "train", pa.Table.from_pylist(ranked, schema=CANDIDATES), keep=5
-    )
+    by_qid = {r["qid"]: r["pids"] for r in ranked}  # the rule by hand on the whole split
+    whole = load_examples(scifact_tables, "train", None).to_pylist()
+    for row in whole:
+        row["negatives"] = [p for p in by_qid[row["qid"]] if p not in row["positives"]][:5]
     assert len(chunks) > 5
     assert pa.concat_tables(chunks).to_pylist() == whole
     assert all(len(row["negatives"]) == 5 for row in whole)

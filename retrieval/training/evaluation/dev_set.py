@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.errors import MissingInputError
-from retrieval.evaluator import read_qrels
+from retrieval.tables.labels import read_qrels
 from retrieval.tables.lookup import passages_of, queries_of
 from retrieval.tables.store import iter_rows, read_table, table_exists
 

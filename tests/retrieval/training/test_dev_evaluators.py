@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.evaluator import read_qrels
+from retrieval.tables.labels import read_qrels
 from retrieval.tables.schemas import CANDIDATES
 from retrieval.tables.store import read_table, write_table
 
