@@ -23,11 +23,11 @@ from retrieval.tables.readers.policies import (
     OnDuplicate,
     OnUnknownId,
     UniqueIds,
-    check_choice,
     collect_ids,
 )
+from retrieval.tables.readers.prepared import check_policies, prepared_tables
 from retrieval.tables.schemas import CORPUS, QRELS, QUERIES
-from retrieval.tables.store import DEFAULT_SHARD_ROWS, atomic_dir, write_table
+from retrieval.tables.store import DEFAULT_SHARD_ROWS
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
 
@@ -138,8 +138,7 @@ def prepare_beir(
     a query that cannot count. Everything is written into one temporary folder that replaces
     ``out_dir`` at the end: on any error no table is left behind. Returns the manifests by name.
     """
-    check_choice("on_duplicate", on_duplicate, ("error", "keep_first"))
-    check_choice("on_unknown_id", on_unknown_id, ("error", "skip"))
+    check_policies(on_duplicate, on_unknown_id)
     folder = Path(folder)
     corpus_path, queries_path = folder / "corpus.jsonl", folder / "queries.jsonl"
     splits = beir_splits(folder) if splits is None else list(splits)
@@ -148,37 +147,19 @@ def prepare_beir(
     for _ in read_beir_queries(queries_path, on_duplicate, query_ids):
         pass  # validate the queries before writing anything; keep only their ids
     corpus_ids: set[str] = set()
-    manifests = {}
-    with atomic_dir(out_dir) as tmp:
-        manifests["corpus"] = write_table(
-            tmp / "corpus",
-            read_beir_corpus(corpus_path, on_duplicate, corpus_ids),
-            CORPUS,
-            shard_rows,
-            meta={"source": str(corpus_path)},
-        )
+    with prepared_tables(out_dir, shard_rows) as tables:
+        corpus = read_beir_corpus(corpus_path, on_duplicate, corpus_ids)
+        tables.write("corpus", corpus, CORPUS, corpus_path)
         judged: dict[str, set[str]] = {}
         for split, path in qrels_paths.items():
             judged[split] = set()
-            rows = collect_ids(
-                read_beir_qrels(path, on_duplicate, query_ids, corpus_ids, on_unknown_id),
-                "qid",
-                judged[split],
-            )
-            manifests[f"qrels-{split}"] = write_table(
-                tmp / f"qrels-{split}", rows, QRELS, shard_rows, meta={"source": str(path)}
-            )
+            rows = read_beir_qrels(path, on_duplicate, query_ids, corpus_ids, on_unknown_id)
+            tables.write(f"qrels-{split}", collect_ids(rows, "qid", judged[split]), QRELS, path)
         for split in splits:
             rows = (
                 row
                 for row in read_beir_queries(queries_path, on_duplicate)
                 if row["qid"] in judged[split]
             )
-            manifests[f"queries-{split}"] = write_table(
-                tmp / f"queries-{split}",
-                rows,
-                QUERIES,
-                shard_rows,
-                meta={"source": str(queries_path), "split": split},
-            )
-    return manifests
+            tables.write(f"queries-{split}", rows, QUERIES, queries_path, split)
+    return tables.manifests

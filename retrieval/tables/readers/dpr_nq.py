@@ -24,10 +24,10 @@ from retrieval.tables.readers.policies import (
     OnDuplicate,
     OnUnknownId,
     UniqueIds,
-    check_choice,
 )
+from retrieval.tables.readers.prepared import check_policies, prepared_tables
 from retrieval.tables.schemas import ANSWERS, CORPUS, EXAMPLES, QUERIES
-from retrieval.tables.store import DEFAULT_SHARD_ROWS, atomic_dir, write_table
+from retrieval.tables.store import DEFAULT_SHARD_ROWS
 
 PASSAGE_COLUMNS = ("id", "text", "title")
 CTX_KEYS = ("positive_ctxs", "hard_negative_ctxs", "negative_ctxs")
@@ -234,65 +234,38 @@ def prepare_nq(
     the qa.csv qid of the same question text. All tables go into one temporary folder that
     replaces ``out_dir`` only when every table succeeded.
     """
-    check_choice("on_duplicate", on_duplicate, ("error", "keep_first"))
-    check_choice("on_unknown_id", on_unknown_id, ("error", "skip"))
+    check_policies(on_duplicate, on_unknown_id)
     qa, biencoder = dict(qa or {}), dict(biencoder or {})
     qid_of_question: dict[str, dict[str, str]] = {}
     for split, path in qa.items():  # validate the small files first, keep question -> qid
         qid_of_question[split] = {}
         for row in read_dpr_qa(path, split):
             qid_of_question[split].setdefault(row["text"], row["qid"])
-    manifests = {}
-    with atomic_dir(out_dir) as tmp:
+    with prepared_tables(out_dir, shard_rows) as tables:
         corpus_ids: set[str] | None = None
         if passages is not None:
             corpus_ids = set()
-            rows = read_dpr_passages(passages, on_duplicate, corpus_ids)
-            source = str(passages)
-        else:
+            tables.write("corpus", read_dpr_passages(passages, on_duplicate, corpus_ids), CORPUS,
+                         passages)  # fmt: skip
+        elif biencoder:
             seen: set[str] = set()
             rows = (row for path in biencoder.values() for row in biencoder_corpus(path, seen))
-            source = ", ".join(str(path) for path in biencoder.values())
-        if passages is not None or biencoder:
-            manifests["corpus"] = write_table(
-                tmp / "corpus", rows, CORPUS, shard_rows, meta={"source": source}
-            )
+            tables.write("corpus", rows, CORPUS, ", ".join(str(p) for p in biencoder.values()))
         for split in sorted(set(qa) | set(biencoder)):
             if split in qa:
                 path, make_rows = qa[split], read_dpr_qa
             else:
                 path, make_rows = biencoder[split], biencoder_queries
-            meta = {"source": str(path), "split": split}
-            manifests[f"queries-{split}"] = write_table(
-                tmp / f"queries-{split}",
-                _project(make_rows(path, split), QUERIES.names),
-                QUERIES,
-                shard_rows,
-                meta=meta,
-            )
-            manifests[f"answers-{split}"] = write_table(
-                tmp / f"answers-{split}",
-                _project(make_rows(path, split), ANSWERS.names),
-                ANSWERS,
-                shard_rows,
-                meta=meta,
-            )
+            rows = _project(make_rows(path, split), QUERIES.names)
+            tables.write(f"queries-{split}", rows, QUERIES, path, split)
+            rows = _project(make_rows(path, split), ANSWERS.names)
+            tables.write(f"answers-{split}", rows, ANSWERS, path, split)
             if split in biencoder:
                 rows = biencoder_examples(
-                    biencoder[split],
-                    split,
-                    qid_of_question.get(split),
-                    corpus_ids,
-                    on_unknown_id,
+                    biencoder[split], split, qid_of_question.get(split), corpus_ids, on_unknown_id
                 )
-                manifests[f"examples-{split}"] = write_table(
-                    tmp / f"examples-{split}",
-                    rows,
-                    EXAMPLES,
-                    shard_rows,
-                    meta={"source": str(biencoder[split]), "split": split},
-                )
-    return manifests
+                tables.write(f"examples-{split}", rows, EXAMPLES, biencoder[split], split)
+    return tables.manifests
 
 
 def _project(rows: Iterator[dict], names: list[str]) -> Iterator[dict]:

@@ -26,8 +26,9 @@ from retrieval.tables.readers.policies import (
     check_choice,
     collect_ids,
 )
+from retrieval.tables.readers.prepared import check_policies, prepared_tables
 from retrieval.tables.schemas import CORPUS, EXAMPLES, QRELS, QUERIES
-from retrieval.tables.store import DEFAULT_SHARD_ROWS, atomic_dir, write_table
+from retrieval.tables.store import DEFAULT_SHARD_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +191,7 @@ def prepare_msmarco(
     (that holds a text digest per passage in memory, about 100 bytes each). All tables are
     written into one temporary folder that replaces ``out_dir`` only when all succeeded.
     """
-    check_choice("on_duplicate", on_duplicate, ("error", "keep_first"))
-    check_choice("on_unknown_id", on_unknown_id, ("error", "skip"))
+    check_policies(on_duplicate, on_unknown_id)
     query_ids: dict[str, set[str]] = {}
     # Triples are linked to the train queries by text: digest -> qid, the first qid winning.
     train_texts = {} if triples is not None and "train" in queries else None
@@ -200,39 +200,24 @@ def prepare_msmarco(
         for row in read_msmarco_queries(path, on_duplicate, query_ids[split]):
             if train_texts is not None and split == "train":
                 train_texts.setdefault(text_digest(row["text"]), row["qid"])
-    manifests = {}
     corpus_ids: set[str] | None = None
     passage_ids: dict[str, str] | None = None
-    with atomic_dir(out_dir) as tmp:
+    with prepared_tables(out_dir, shard_rows) as tables:
         if collection is not None:
             corpus_ids, passage_ids = set(), ({} if triples is not None else None)
             rows = _noting_digests(
                 read_msmarco_collection(collection, on_duplicate, corpus_ids), passage_ids
             )
-            manifests["corpus"] = write_table(
-                tmp / "corpus", rows, CORPUS, shard_rows, meta={"source": str(collection)}
-            )
+            tables.write("corpus", rows, CORPUS, collection)
         elif triples is not None:
-            manifests["corpus"] = write_table(
-                tmp / "corpus",
-                read_msmarco_triples_corpus(triples),
-                CORPUS,
-                shard_rows,
-                meta={"source": str(triples)},
-            )
+            tables.write("corpus", read_msmarco_triples_corpus(triples), CORPUS, triples)
         judged: dict[str, set[str]] = {}
         for split, path in qrels.items():
             judged[split] = set()
             rows = read_msmarco_qrels(
                 path, on_duplicate, query_ids.get(split), corpus_ids, on_unknown_id
             )
-            manifests[f"qrels-{split}"] = write_table(
-                tmp / f"qrels-{split}",
-                collect_ids(rows, "qid", judged[split]),
-                QRELS,
-                shard_rows,
-                meta={"source": str(path)},
-            )
+            tables.write(f"qrels-{split}", collect_ids(rows, "qid", judged[split]), QRELS, path)
         for split, path in queries.items():
             keep = judged.get(split)
             rows = (
@@ -240,19 +225,11 @@ def prepare_msmarco(
                 for row in read_msmarco_queries(path, on_duplicate)
                 if keep is None or row["qid"] in keep
             )
-            manifests[f"queries-{split}"] = write_table(
-                tmp / f"queries-{split}",
-                rows,
-                QUERIES,
-                shard_rows,
-                meta={"source": str(path), "split": split},
-            )
+            tables.write(f"queries-{split}", rows, QUERIES, path, split)
         if triples is not None:
             rows = read_msmarco_triples(triples, passage_ids, train_texts, on_unknown_id)
-            manifests["examples-train"] = write_table(
-                tmp / "examples-train", rows, EXAMPLES, shard_rows, meta={"source": str(triples)}
-            )
-    return manifests
+            tables.write("examples-train", rows, EXAMPLES, triples)
+    return tables.manifests
 
 
 def _noting_digests(rows: Iterator[dict], digests: dict[str, str] | None) -> Iterator[dict]:

@@ -17,8 +17,9 @@ from retrieval.tables.readers.lines import (
     parse_int,
     split_fields,
 )
+from retrieval.tables.readers.prepared import prepared_tables
 from retrieval.tables.schemas import CORPUS, EXAMPLES, QUERIES
-from retrieval.tables.store import DEFAULT_SHARD_ROWS, atomic_dir, write_table
+from retrieval.tables.store import DEFAULT_SHARD_ROWS
 
 # Why hashes and not line numbers: the same query or passage then has the same id in the query
 # list, the candidate list and the training files, so their tables join without a lookup. Ids
@@ -190,8 +191,7 @@ def prepare_rocketqa(
     training = [
         (path, kind) for path, kind in ((dual_train, "dual"), (cross_train, "cross")) if path
     ]
-    manifests = {}
-    with atomic_dir(out_dir) as tmp:
+    with prepared_tables(out_dir, shard_rows) as tables:
         if passages or training:
             seen: set[str] = set()
             rows = _chain(
@@ -199,24 +199,14 @@ def prepare_rocketqa(
                 + [read_rocketqa_training_passages(path, kind, seen) for path, kind in training]
             )
             sources = [str(p) for p in passages] + [str(path) for path, _ in training]
-            manifests["corpus"] = write_table(
-                tmp / "corpus", rows, CORPUS, shard_rows, meta={"source": ", ".join(sources)}
-            )
+            tables.write("corpus", rows, CORPUS, ", ".join(sources))
         for split, path in queries.items():
-            manifests[f"queries-{split}"] = write_table(
-                tmp / f"queries-{split}",
-                read_rocketqa_queries(path),
-                QUERIES,
-                shard_rows,
-                meta={"source": str(path), "split": split},
-            )
+            tables.write(f"queries-{split}", read_rocketqa_queries(path), QUERIES, path, split)
         for path, kind in training:
             name = "examples-train" if kind == "dual" else "examples-cross-train"
             reader = read_rocketqa_dual if kind == "dual" else read_rocketqa_cross
-            manifests[name] = write_table(
-                tmp / name, reader(path), EXAMPLES, shard_rows, meta={"source": str(path)}
-            )
-    return manifests
+            tables.write(name, reader(path), EXAMPLES, path)
+    return tables.manifests
 
 
 def _chain(iterators: list[Iterator[dict]]) -> Iterator[dict]:
