@@ -27,6 +27,16 @@ EXAMPLES_FROM = {  # the examples table each stage trains on, by producing stage
 }
 
 
+def examples_source(config: PipelineConfig, name: str) -> tuple[str, str]:
+    """The (stage, table) a stage trains on: a dual stage reads mine's undenoised examples
+    when denoise is off (e.g. mined with ``stages.mine.positive_aware`` instead); train_joint
+    needs denoise's hybrid lists."""
+    stage, table = EXAMPLES_FROM[name]
+    if stage == "denoise" and name != "train_joint" and not config.enabled("denoise"):
+        return "mine", "examples-{split}"
+    return stage, table
+
+
 def start_model(config: PipelineConfig, name: str) -> Output | External:
     """The model a stage starts from: the previous dual stage's, or the base (cross) model;
     a dual stage's base is the pretrain stage's model when that stage runs."""
@@ -42,7 +52,7 @@ def spec(config: PipelineConfig, name: str) -> StageSpec:
     split = config.data.train_split
     reads: dict = {"tables": Output("prepare"), "model": start_model(config, name)}
     if name in EXAMPLES_FROM:
-        stage, table = EXAMPLES_FROM[name]
+        stage, table = examples_source(config, name)
         reads["examples"] = Output(stage, table.format(split=split))
     if name == "train_cross":
         reads.update(cross_reads(config, split))
