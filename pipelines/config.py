@@ -431,6 +431,14 @@ def check_runnable(config: PipelineConfig, source: object) -> None:
                 f"{source}: key 'stages.{name}.deep_negatives': only train_cross draws deep "
                 "negatives (from mine's lists)"
             )
+    for stage, kind in STAGE_KINDS.items():
+        train = getattr(config.stages, stage).train
+        why = unscored_examples(config, stage) if kind == "dual" else None
+        if config.enabled(stage) and train.loss == "margin_mse" and why:
+            raise ConfigError(
+                f"{source}: key 'stages.{stage}.train.loss': margin_mse distils the re-ranker "
+                f"scores denoise stores with its examples, but {why}"
+            )
     for stage in GROUPS_OF_MINED_NEGATIVES:
         if not (config.enabled(stage) and config.enabled("mine")):
             continue
@@ -444,6 +452,18 @@ def check_runnable(config: PipelineConfig, source: object) -> None:
                 f"negatives per query but stages.mine.negatives keeps at most {pool}; lower "
                 f"the group_size or raise stages.mine.negatives"
             )
+
+
+def unscored_examples(config: PipelineConfig, stage: str) -> str | None:
+    """Why a dual stage's examples carry no re-ranker scores for margin_mse (None: they do;
+    only denoise writes them)."""
+    if stage == "train_dual_0":
+        return "train_dual_0 trains before any re-ranker"
+    if not config.enabled("denoise"):
+        return "denoise is off"
+    if stage == "train_dual_2" and config.enabled("augment"):
+        return "augment's examples have none"
+    return None
 
 
 def check_data(config: PipelineConfig, source: object) -> None:

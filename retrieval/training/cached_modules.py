@@ -7,6 +7,8 @@ and the loop's logging (``engine.module.loss``) do not change; only forward enco
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -33,15 +35,16 @@ class CachedDualTrainingModule(DualTrainingModule):
         super().__init__(model, loss, queue)
         self.chunks = chunks
 
-    def forward(self, query_inputs: dict, passage_inputs: dict) -> torch.Tensor:
+    def forward(
+        self, query_inputs: dict, passage_inputs: dict, teacher: dict | None = None
+    ) -> torch.Tensor:
         encodings = [
             Encoding(self.model.encode_query, query_inputs, self.chunks.query_chunk),
             Encoding(self.model.encode_passage, passage_inputs, self.chunks.passage_chunk),
         ]
+        loss = partial(self.embedding_loss, teacher=teacher)
         with sparse_embedding_gradients(self):
-            return cached_loss(
-                encodings, self.embedding_loss, trainable(self), self.chunks.keep_last
-            )
+            return cached_loss(encodings, loss, trainable(self), self.chunks.keep_last)
 
 
 class CachedJointTrainingModule(JointTrainingModule):

@@ -20,14 +20,24 @@ class DualTrainingModule(nn.Module):
         super().__init__()
         self.model, self.loss, self.queue = model, loss, queue
 
-    def forward(self, query_inputs: dict, passage_inputs: dict) -> torch.Tensor:
-        return self.embedding_loss(*self.model(query_inputs, passage_inputs))
+    def forward(
+        self, query_inputs: dict, passage_inputs: dict, teacher: dict | None = None
+    ) -> torch.Tensor:
+        return self.embedding_loss(*self.model(query_inputs, passage_inputs), teacher=teacher)
 
-    def embedding_loss(self, queries: torch.Tensor, passages: torch.Tensor) -> torch.Tensor:
+    def embedding_loss(
+        self, queries: torch.Tensor, passages: torch.Tensor, teacher: dict | None = None
+    ) -> torch.Tensor:
         """The loss of encoded queries and passages; gradient caching (retrieval/training/
         grad_cache.py) encodes them itself and calls this, so both steps share one loss. The
-        loss runs in float32 whatever the encoders' precision (loss_precision.py)."""
+        loss runs in float32 whatever the encoders' precision (loss_precision.py). With
+        ``teacher`` scores of each query's group (margin_mse), the loss distils them from the
+        retriever's scores of its own group instead."""
         queries, passages = as_fp32(queries, passages)
+        if teacher is not None:
+            (scores,) = as_fp32(teacher["scores"])
+            lists = passages.view(queries.shape[0], scores.shape[1], -1)
+            return self.loss(self.model.score_lists(queries, lists), scores)
         if self.queue is None:
             return self.loss(queries, passages)
         loss = self.loss(queries, passages, extra_negatives=self.queue.negatives())
