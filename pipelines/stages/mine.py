@@ -66,7 +66,7 @@ def run(ctx: StageContext) -> dict:
     search_table(vectors, embeddings, section.depth, section.inference(), candidates,
                  parts=ctx.parts(f"candidates-{split}"), **section.search_keys())  # fmt: skip
     counts: Counter = Counter()
-    examples = mined_examples(
+    examples = mine_examples(
         section, ctx.tables, split, candidates, vectors, embeddings, counts, ctx.work / "regroup"
     )
     write_table(ctx.out / f"examples-{split}", examples, EXAMPLES)
@@ -80,7 +80,7 @@ def run(ctx: StageContext) -> dict:
     return metrics
 
 
-def mined_examples(
+def mine_examples(
     section: MineStage, tables: Path, split: str, candidates: Path, query_vectors: Path,
     embeddings: Path, counts: Counter, work: Path,
 ) -> Iterator[pa.Table]:  # fmt: skip

@@ -16,7 +16,7 @@ import yaml
 from pipelines.config import MineStage, PipelineConfig, PositiveAwareRule, load_pipeline_config
 from pipelines.stages import stage_spec
 from pipelines.stages.denoise import decide
-from pipelines.stages.mine import mined_examples
+from pipelines.stages.mine import mine_examples
 from pipelines.stages.positive_aware import positive_aware_negatives
 from pipelines.stages.spec import Output
 from retrieval.errors import ConfigError
@@ -76,7 +76,7 @@ def mined(tmp_path):
     def run(section: dict, counts: Counter | None = None) -> dict[str, list[str]]:
         mine = MineStage.model_validate({"negatives": 10, **section})
         counts = Counter() if counts is None else counts
-        shards = mined_examples(mine, tables, "train", candidates, queries, embeddings,
+        shards = mine_examples(mine, tables, "train", candidates, queries, embeddings,
                                 counts, tmp_path / "work")  # fmt: skip
         out = tmp_path / "examples"
         write_table(out, shards, EXAMPLES)
