@@ -235,6 +235,42 @@ class SearchSettings(Strict):
                 "memory_gb": self.searcher_memory_gb}  # fmt: skip
 
 
+class PositiveAwareRule(Strict):
+    """``stages.mine.positive_aware`` (NV-Retriever's positive-aware mining; pipelines/stages/
+    positive_aware.py): a negative is kept only when its retriever score is below ``max_ratio``
+    x the positive's score and ``margin`` below it (each when set), after the top
+    ``range_min`` non-positive candidates are skipped. Several positives: the lowest score."""
+
+    max_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="keep a negative scored below this fraction of the positive's score "
+        "(NV-Retriever's TopK-PercPos: 0.95); unset: no ratio rule",
+    )
+    margin: float | None = Field(
+        default=None,
+        ge=0,
+        description="keep a negative scored at least this far below the positive's score "
+        "(TopK-MarginPos); unset: no margin rule",
+    )
+    range_min: int = Field(
+        default=0,
+        ge=0,
+        description="skip the top N non-positive candidates (the likeliest false negatives)",
+    )
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> PositiveAwareRule:
+        if self.max_ratio is None and self.margin is None and self.range_min == 0:
+            raise ValueError("give max_ratio, margin or range_min (all unset filters nothing)")
+        return self
+
+    def needs_scores(self) -> bool:
+        """Whether the rule compares with the positive's score (range_min alone does not)."""
+        return self.max_ratio is not None or self.margin is not None
+
+
 class MineStage(Stage, InferenceSettings, SearchSettings):
     depth: int = Field(default=100, ge=1, description="retrieve this many per train query")
     negatives: int = Field(default=30, ge=1, description="keep the top N non-positives")
@@ -243,6 +279,11 @@ class MineStage(Stage, InferenceSettings, SearchSettings):
         ge=0,
         description="also mine N corpus titles as queries, each with its own passage as "
         "positive; train_cross trains on them too (pipelines/stages/title_queries.py)",
+    )
+    positive_aware: PositiveAwareRule | None = Field(
+        default=None,
+        description="keep only negatives the retriever scores clearly below the positive "
+        "(NV-Retriever); unset: the top non-positives, as RocketQA",
     )
 
 
@@ -390,6 +431,14 @@ def check_runnable(config: PipelineConfig, source: object) -> None:
                 f"{source}: key 'stages.{name}.deep_negatives': only train_cross draws deep "
                 "negatives (from mine's lists)"
             )
+    for stage, kind in STAGE_KINDS.items():
+        train = getattr(config.stages, stage).train
+        why = unscored_examples(config, stage) if kind == "dual" else None
+        if config.enabled(stage) and train.loss == "margin_mse" and why:
+            raise ConfigError(
+                f"{source}: key 'stages.{stage}.train.loss': margin_mse distils the re-ranker "
+                f"scores denoise stores with its examples, but {why}"
+            )
     for stage in GROUPS_OF_MINED_NEGATIVES:
         if not (config.enabled(stage) and config.enabled("mine")):
             continue
@@ -403,6 +452,18 @@ def check_runnable(config: PipelineConfig, source: object) -> None:
                 f"negatives per query but stages.mine.negatives keeps at most {pool}; lower "
                 f"the group_size or raise stages.mine.negatives"
             )
+
+
+def unscored_examples(config: PipelineConfig, stage: str) -> str | None:
+    """Why a dual stage's examples carry no re-ranker scores for margin_mse (None: they do;
+    only denoise writes them)."""
+    if stage == "train_dual_0":
+        return "train_dual_0 trains before any re-ranker"
+    if not config.enabled("denoise"):
+        return "denoise is off"
+    if stage == "train_dual_2" and config.enabled("augment"):
+        return "augment's examples have none"
+    return None
 
 
 def check_data(config: PipelineConfig, source: object) -> None:

@@ -10,6 +10,8 @@ Two ways to tell them apart (``stages.denoise.mode``):
   re-ranker that orders passages well (as NV-Retriever's positive-aware mining does).
 
 Also writes the hybrid lists of RocketQAv2: denoised negatives plus undenoised retrieved ones.
+The denoised examples carry the re-ranker's logits of their positives and negatives
+(``positive_scores``, ``negative_scores``): a dual stage with ``loss: margin_mse`` distils them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pipelines.inference.steps import score_lists
 from pipelines.stages.ce_scores import sigmoid
 from pipelines.stages.context import StageContext
 from pipelines.stages.spec import Output, StageSpec
-from retrieval.tables.schemas import EXAMPLES
+from retrieval.tables.schemas import EXAMPLES, SCORED_EXAMPLES
 from retrieval.tables.store import iter_rows, iter_shards, write_table
 
 
@@ -68,12 +70,14 @@ def spec(config: PipelineConfig, name: str) -> StageSpec:
 
 
 CHUNK_QUERIES = 4096  # examples decided at a time: memory follows this, not the train set
-DECISIONS = pa.schema([*EXAMPLES, ("joint_negatives", pa.list_(pa.string()))])
+DECISIONS = pa.schema([*SCORED_EXAMPLES, ("joint_negatives", pa.list_(pa.string()))])
 
 
 def decide(row: dict, logits: dict[str, float], section) -> tuple[dict, int]:
-    """One mined example with its denoised negatives and RocketQAv2's hybrid list (denoised
-    plus the first ``undenoised`` mined ones); and how many were dropped as false negatives."""
+    """One mined example with its denoised negatives, the re-ranker's logits of its positives
+    and those negatives (the teacher scores MarginMSE distils), and RocketQAv2's hybrid list
+    (denoised plus the first ``undenoised`` mined ones); and how many were dropped as false
+    negatives."""
     if section.mode == "relative":
         kept, dropped = split_relative(row["negatives"], row["positives"], logits, section.margin)
     else:
@@ -81,7 +85,11 @@ def decide(row: dict, logits: dict[str, float], section) -> tuple[dict, int]:
             row["negatives"], logits, section.negative_below, section.positive_above
         )
     joint = list(dict.fromkeys(kept + row["negatives"][: section.undenoised]))
-    return {**row, "negatives": kept, "joint_negatives": joint}, len(dropped)
+    scores = {
+        "positive_scores": [logits.get(p) for p in row["positives"]],
+        "negative_scores": [logits[p] for p in kept],  # a kept negative was scored
+    }
+    return {**row, "negatives": kept, **scores, "joint_negatives": joint}, len(dropped)
 
 
 def decided_chunks(ctx: StageContext, scores: Path, counts: Counter) -> Iterator[pa.Table]:
@@ -106,9 +114,10 @@ def decided_chunks(ctx: StageContext, scores: Path, counts: Counter) -> Iterator
 
 
 def score_examples(ctx: StageContext) -> Path:
-    """The re-ranker's logit of every mined negative (and, for ``relative``, every positive)
-    of every example, through the inference layer, as a table in ctx.work."""
-    columns = ["negatives", "positives"] if ctx.section.mode == "relative" else ["negatives"]
+    """The re-ranker's logit of every mined negative and every positive of every example (the
+    positives: for ``relative`` and as teacher scores; one a query beside ~30 negatives),
+    through the inference layer, as a table in ctx.work."""
+    columns = ["negatives", "positives"]
     scores = ctx.work / "scores"
     shutil.rmtree(scores, ignore_errors=True)
     score_lists(
@@ -129,8 +138,8 @@ def run(ctx: StageContext) -> dict:
     columns = ["qid", "query", "positives"]
     write_table(
         ctx.out / f"examples-{split}",
-        (t.select([*columns, "negatives"]) for t in iter_shards(decisions)),
-        EXAMPLES,
+        (t.select(SCORED_EXAMPLES.names) for t in iter_shards(decisions)),
+        SCORED_EXAMPLES,
     )
     write_table(
         ctx.out / f"examples-joint-{split}",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from pipelines.stages.positive_aware import PositiveAware
 from retrieval.answers_match import drop_answer_passages
 from retrieval.tables.labels import body_texts, read_answers
 from retrieval.tables.regroup import rows_for_chunks
@@ -44,18 +45,40 @@ def with_negatives(rows: list[dict], ranked: dict, tables: Path, split: str, kee
 
 def examples_from_candidates(
     tables: Path, split: str, candidates: Path, keep: int, counts: Counter | None = None,
-    work: Path | None = None,
+    work: Path | None = None, positive_aware: PositiveAware | None = None,
 ) -> Iterator[pa.Table]:  # fmt: skip
     """The split's examples with negatives from the ``candidates`` table, a chunk at a time;
-    ``counts["examples_with_negatives"]`` counts those that got any. ``work``: a folder for
-    the candidates regrouped by chunk (default: a temporary one)."""
+    ``counts["examples_with_negatives"]`` counts those that got any, ``counts["negatives"]``
+    the negatives kept. ``work``: a folder for the candidates regrouped by chunk (default: a
+    temporary one). ``positive_aware``: only the candidates that rule keeps can be negatives
+    (pipelines/stages/positive_aware.py)."""
     examples = load_examples(tables, split, None)
+    columns = ["pids"] if positive_aware is None else ["pids", "scores"]
+    for rows, found in chunks_with_lists(examples, candidates, columns, work):
+        if positive_aware is None:
+            ranked = {q: v[0] for q, v in found.items()}
+        else:
+            ranked = {
+                row["qid"]: positive_aware.negatives(row, *found[row["qid"]])
+                for row in rows
+                if row["qid"] in found
+            }
+        rows = with_negatives(rows, ranked, tables, split, keep)
+        if counts is not None:
+            counts.update(
+                examples_with_negatives=sum(1 for r in rows if r["negatives"]),
+                negatives=sum(len(r["negatives"]) for r in rows),
+            )
+        yield pa.Table.from_pylist(rows, schema=EXAMPLES)
+
+
+def chunks_with_lists(
+    examples: pa.Table, candidates: Path, columns: list[str], work: Path | None = None
+) -> Iterator[tuple[list[dict], dict[str, tuple]]]:
+    """The examples a chunk at a time as rows, each chunk with ``{qid: (its candidates'
+    columns)}`` for its queries (the candidates table read once: regroup.py)."""
     starts = range(0, examples.num_rows, CHUNK_QUERIES)
     chunks = [examples["qid"].slice(s, CHUNK_QUERIES).to_pylist() for s in starts]
-    found_by_chunk = rows_for_chunks(candidates, "qid", chunks, ["pids"], work)
+    found_by_chunk = rows_for_chunks(candidates, "qid", chunks, columns, work)
     for start, found in zip(starts, found_by_chunk):
-        rows = examples.slice(start, CHUNK_QUERIES).to_pylist()
-        rows = with_negatives(rows, {q: v[0] for q, v in found.items()}, tables, split, keep)
-        if counts is not None:
-            counts.update(examples_with_negatives=sum(1 for r in rows if r["negatives"]))
-        yield pa.Table.from_pylist(rows, schema=EXAMPLES)
+        yield examples.slice(start, CHUNK_QUERIES).to_pylist(), found

@@ -6,6 +6,8 @@ from __future__ import annotations
 from itertools import chain
 from pathlib import Path
 
+import pyarrow as pa
+
 from pipelines.config import STAGE_KINDS, PipelineConfig
 from pipelines.driver_traffic import received
 from pipelines.launch_settings import LaunchSettings, split_launch_keys
@@ -27,6 +29,22 @@ EXAMPLES_FROM = {  # the examples table each stage trains on, by producing stage
 }
 
 
+def examples_source(config: PipelineConfig, name: str) -> tuple[str, str]:
+    """The (stage, table) a stage trains on: a dual stage reads mine's undenoised examples
+    when denoise is off (e.g. mined with ``stages.mine.positive_aware`` instead); train_joint
+    needs denoise's hybrid lists."""
+    stage, table = EXAMPLES_FROM[name]
+    if stage == "denoise" and name != "train_joint" and not config.enabled("denoise"):
+        return "mine", "examples-{split}"
+    return stage, table
+
+
+def as_examples(shard: pa.Table) -> pa.Table:
+    """An examples shard in the plain schema, so tables of several stages concatenate (the
+    teacher scores of denoise's examples are left out: nothing to pair them with elsewhere)."""
+    return shard.select(EXAMPLES.names).cast(EXAMPLES)
+
+
 def start_model(config: PipelineConfig, name: str) -> Output | External:
     """The model a stage starts from: the previous dual stage's, or the base (cross) model;
     a dual stage's base is the pretrain stage's model when that stage runs."""
@@ -42,7 +60,7 @@ def spec(config: PipelineConfig, name: str) -> StageSpec:
     split = config.data.train_split
     reads: dict = {"tables": Output("prepare"), "model": start_model(config, name)}
     if name in EXAMPLES_FROM:
-        stage, table = EXAMPLES_FROM[name]
+        stage, table = examples_source(config, name)
         reads["examples"] = Output(stage, table.format(split=split))
     if name == "train_cross":
         reads.update(cross_reads(config, split))
@@ -88,7 +106,7 @@ def cross_examples(ctx: StageContext) -> Path:
         return tables[0]
     combined = ctx.work / "examples-combined"
     shards = chain.from_iterable(iter_shards(table) for table in tables)
-    write_table(combined, (shard.cast(EXAMPLES) for shard in shards), EXAMPLES)
+    write_table(combined, (as_examples(shard) for shard in shards), EXAMPLES)
     return combined
 
 
@@ -104,7 +122,7 @@ def examples_for(ctx: StageContext) -> Path | None:
         return ctx.path("examples")
     combined = ctx.work / "examples-combined"
     shards = chain(iter_shards(ctx.path("examples")), iter_shards(ctx.path("augmented")))
-    write_table(combined, (shard.cast(EXAMPLES) for shard in shards), EXAMPLES)
+    write_table(combined, (as_examples(shard) for shard in shards), EXAMPLES)
     return combined
 
 

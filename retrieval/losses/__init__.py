@@ -14,6 +14,7 @@ from retrieval.losses.cosine_mse import CosineMSELoss
 from retrieval.losses.cross_batch import CrossBatchInfoNCELoss
 from retrieval.losses.distillation import JointListwiseLoss, ListwiseKLDistillationLoss
 from retrieval.losses.listwise import ListwiseCELoss, PointwiseBCELoss
+from retrieval.losses.margin_mse import JointMarginMSELoss, MarginMSELoss
 from retrieval.losses.masked_lm import MaskedLMLoss
 from retrieval.losses.moco_queue import MoCoQueue
 from retrieval.losses.multilabel_ce import MultiLabelCELoss
@@ -31,6 +32,8 @@ LOSSES: dict[str, type[nn.Module]] = {
     "pointwise_bce": PointwiseBCELoss,
     "listwise_kl": ListwiseKLDistillationLoss,
     "joint_listwise": JointListwiseLoss,
+    "margin_mse": MarginMSELoss,
+    "joint_margin_mse": JointMarginMSELoss,
     "cosine_mse": CosineMSELoss,
     "sbert_softmax": SBERTSoftmaxLoss,
     "circle": CircleLoss,
@@ -54,8 +57,10 @@ __all__ = [
     "CrossBatchInfoNCELoss",
     "InfoNCELoss",
     "JointListwiseLoss",
+    "JointMarginMSELoss",
     "ListwiseCELoss",
     "ListwiseKLDistillationLoss",
+    "MarginMSELoss",
     "MaskedLMLoss",
     "MoCoQueue",
     "MultiLabelCELoss",

@@ -19,6 +19,13 @@ EXAMPLES = pa.schema(
         ("negatives", pa.list_(pa.string())),
     ]
 )
+# Examples with a teacher's (the re-ranker's) score of each positive and each negative, in the
+# lists' order: what denoise writes and MarginMSE distils (retrieval/losses/margin_mse.py).
+TEACHER_SCORES = (
+    pa.field("positive_scores", pa.list_(pa.float32())),
+    pa.field("negative_scores", pa.list_(pa.float32())),
+)
+SCORED_EXAMPLES = pa.schema([*EXAMPLES, *TEACHER_SCORES])
 CANDIDATES = pa.schema(
     [("qid", pa.string()), ("pids", pa.list_(pa.string())), ("scores", pa.list_(pa.float32()))]
 )

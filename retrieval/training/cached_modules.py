@@ -36,13 +36,17 @@ class CachedDualTrainingModule(DualTrainingModule):
         self.chunks = chunks
 
     def forward(
-        self, query_inputs: dict, passage_inputs: dict, false_negatives: dict | None = None
+        self,
+        query_inputs: dict,
+        passage_inputs: dict,
+        false_negatives: dict | None = None,
+        teacher: dict | None = None,
     ) -> torch.Tensor:
         encodings = [
             Encoding(self.model.encode_query, query_inputs, self.chunks.query_chunk),
             Encoding(self.model.encode_passage, passage_inputs, self.chunks.passage_chunk),
         ]
-        loss_fn = partial(self.embedding_loss, false_negatives=false_negatives)
+        loss_fn = partial(self.embedding_loss, false_negatives=false_negatives, teacher=teacher)
         with sparse_embedding_gradients(self):
             return cached_loss(encodings, loss_fn, trainable(self), self.chunks.keep_last)
 

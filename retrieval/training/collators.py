@@ -51,11 +51,25 @@ def known_positive_rows(examples: ResolvedExamples, indices: np.ndarray) -> torc
     return padded
 
 
+def pick_scored(
+    rng: np.random.Generator, examples: ResolvedExamples, i: int, n_neg: int
+) -> tuple[list[int], list[float]]:
+    """pick_passages over example ``i``'s positions, so each chosen passage comes with its
+    teacher score: the same draws, hence the same passages, as pick_passages over its rows."""
+    ex_pos, ex_neg = examples.positives[i], examples.negatives[i]
+    where = pick_passages(rng, np.arange(len(ex_pos)), np.arange(len(ex_neg)), n_neg, 0)
+    rows = [int(ex_pos[where[0]])] + [int(ex_neg[j]) for j in where[1:]]
+    scores = [float(examples.positive_scores[i][where[0]])]
+    scores += [float(examples.negative_scores[i][j]) for j in where[1:]]
+    return rows, scores
+
+
 class DualCollator:
-    """Queries with 1 positive + H hard negatives each; with ``mask_false_negatives``, also
-    the corpus rows of those passages and each query's known positives (``false_negatives``),
-    so the loss can leave out any candidate that is a known positive of the query scoring it
-    (retrieval/losses/false_negatives.py)."""
+    """Queries with 1 positive + ``hard_negatives`` passages each; with ``mask_false_negatives``,
+    also the corpus rows of those passages and each query's known positives
+    (``false_negatives``), so the loss can leave out any candidate that is a known positive of
+    the query scoring it (retrieval/losses/false_negatives.py); with ``teacher_scores`` (loss
+    margin_mse), also the teacher's score of every passage: ``teacher: {scores: [B, 1+H]}``."""
 
     def __init__(
         self,
@@ -66,16 +80,23 @@ class DualCollator:
         seed: int,
         random_negatives: bool = False,
         mask_false_negatives: bool = False,
+        teacher_scores: bool = False,
     ):
         self.model, self.examples, self.passages = model, examples, passages
         self.hard_negatives, self.seed = hard_negatives, seed
-        self.random_negatives = random_negatives
+        self.random_negatives, self.teacher_scores = random_negatives, teacher_scores
         self.mask_false_negatives = mask_false_negatives
 
     def __call__(self, indices: np.ndarray, step: int) -> dict[str, dict[str, torch.Tensor]]:
         rows: list[int] = []
+        scores: list[list[float]] = []
         for i in indices:
             rng = np.random.default_rng([self.seed, step, int(i)])
+            if self.teacher_scores:
+                picked, teacher = pick_scored(rng, self.examples, int(i), self.hard_negatives)
+                rows += picked
+                scores.append(teacher)
+                continue
             ex_pos, ex_neg = self.examples.positives[i], self.examples.negatives[i]
             rows += pick_passages(
                 rng, ex_pos, ex_neg, self.hard_negatives, len(self.passages), self.random_negatives
@@ -92,6 +113,8 @@ class DualCollator:
                 "passage_rows": torch.tensor(rows, dtype=torch.int64),
                 "known_positives": known_positive_rows(self.examples, indices),
             }
+        if self.teacher_scores:
+            batch["teacher"] = {"scores": torch.tensor(scores, dtype=torch.float32)}
         return batch
 
 

@@ -42,8 +42,10 @@ from retrieval.metrics.evaluate import parse_metric
 from retrieval.training.model_settings import ModelSettings
 from retrieval.training.retromae.settings import RetroMAESettings
 
-# Config names that the loss registry (retrieval/losses/__init__.py) knows by another name.
+# Config names that the loss registry (retrieval/losses/__init__.py) knows by another name,
+# for every kind and for one kind: train_joint's margin_mse also trains the re-ranker.
 LOSS_ALIASES = {"simcse_unsup": "simcse"}
+KIND_LOSS_ALIASES = {"joint": {"margin_mse": "joint_margin_mse"}}
 # Pair losses that read plain sentences (two dropout views of each) instead of labelled pairs,
 # and those that can take a queue of past embeddings as extra negatives.
 SENTENCE_LOSSES = ("simcse_unsup",)
@@ -51,8 +53,10 @@ QUEUE_LOSSES = ("infonce", "simcse_unsup")
 DEFAULT_QUEUE_BATCHES = 2.5  # ESimCSE's queue: 2.5 batches of past embeddings
 
 
-def registered_loss(name: str) -> str:
-    """The name ``name`` has in the loss registry (``simcse_unsup`` -> ``simcse``)."""
+def registered_loss(name: str, kind: str | None = None) -> str:
+    """The name ``name`` has in the loss registry (``simcse_unsup`` -> ``simcse``; in kind
+    joint, ``margin_mse`` -> ``joint_margin_mse``)."""
+    name = KIND_LOSS_ALIASES.get(kind, {}).get(name, name)
     return LOSS_ALIASES.get(name, name)
 
 
@@ -419,7 +423,7 @@ class TrainBase(Strict):
     @model_validator(mode="after")
     def _loss_args_fit_loss(self) -> TrainBase:
         """``loss_args`` are checked against the loss ``loss`` names: a rule across two keys."""
-        name = registered_loss(self.loss)
+        name = registered_loss(self.loss, self.kind)
         try:
             checked = loss_arguments(name).model_validate(self.loss_args)
         except ValidationError as err:
@@ -473,7 +477,7 @@ class DualConfig(TrainBase):
     the other queries' passages (and a queue's) as more negatives."""
 
     kind: Literal["dual"] = "dual"
-    loss: Literal["cross_batch", "infonce"] = "cross_batch"
+    loss: Literal["cross_batch", "infonce", "margin_mse"] = "cross_batch"
     model_settings: ModelSettings = Field(
         default_factory=ModelSettings, description=MODEL_SETTINGS_HELP
     )
@@ -489,6 +493,28 @@ class DualConfig(TrainBase):
         description="gradient caching, for batches larger than memory allows (same gradients, "
         "a second forward per chunk); unset: off",
     )
+
+    @model_validator(mode="after")
+    def _margin_mse_has_scored_negatives(self) -> DualConfig:
+        """margin_mse distils the teacher scores stored with each example's positives and
+        negatives (denoise writes them), so every passage of a group needs one: at least one
+        hard negative, none from a queue or drawn at random."""
+        if self.loss != "margin_mse":
+            return self
+        if self.hard_negatives < 1:
+            raise ValueError("key 'hard_negatives': loss 'margin_mse' needs at least 1")
+        for key in ("queue", "random_negatives"):
+            if getattr(self, key):
+                raise ValueError(
+                    f"key '{key}': loss 'margin_mse' reads a teacher score for every passage, "
+                    "and these have none"
+                )
+        if self.mask_false_negatives:
+            raise ValueError(
+                "key 'mask_false_negatives': loss 'margin_mse' scores each query's own group "
+                "only, so there are no in-batch negatives to mask"
+            )
+        return self
 
     def queue_rows(self, world: int) -> int:
         """The queue's rows: each step pushes every worker's passages."""
@@ -512,7 +538,11 @@ class JointConfig(TrainBase):
 
     kind: Literal["joint"] = "joint"
     cross_model: str = Field(description="the re-ranker to start from")
-    loss: Literal["joint_listwise"] = "joint_listwise"
+    loss: Literal["joint_listwise", "margin_mse"] = Field(
+        default="joint_listwise",
+        description="joint_listwise (RocketQAv2) or margin_mse (the retriever learns the "
+        "re-ranker's detached margins; the re-ranker its listwise CE: losses/margin_mse.py)",
+    )
     model_settings: ModelSettings = Field(
         default_factory=ModelSettings, description=MODEL_SETTINGS_HELP
     )

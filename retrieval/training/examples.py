@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from retrieval.tables.errors import DataError
-from retrieval.tables.schemas import EXAMPLES
+from retrieval.tables.schemas import EXAMPLES, TEACHER_SCORES
 from retrieval.tables.store import read_table, table_exists, write_table
 
 RESOLVED = pa.schema(
@@ -24,6 +24,9 @@ RESOLVED = pa.schema(
         ("negative_rows", pa.list_(pa.int64())),
     ]
 )
+
+SCORED_RESOLVED = pa.schema([*RESOLVED, *TEACHER_SCORES])
+SCORED_LISTS = {"positive_scores": "positives", "negative_scores": "negatives"}
 
 
 def examples_from_qrels(tables_dir: str | os.PathLike, split: str) -> pa.Table:
@@ -61,25 +64,47 @@ def _rows(values: pa.ChunkedArray, corpus_pids: pa.Array, where: str) -> pa.Arra
     return pa.ListArray.from_arrays(lists.offsets, flat.cast(pa.int64()))
 
 
+def check_teacher_scores(examples: pa.Table, source: str) -> None:
+    """One teacher score per positive and per negative of every example, or a one-line error
+    (loss margin_mse distils them)."""
+    names = list(SCORED_LISTS)
+    if not set(names) <= set(examples.column_names):
+        raise DataError(
+            source,
+            "has no teacher scores (positive_scores, negative_scores), which loss margin_mse "
+            "distils; denoise writes them",
+        )
+    for name, passages in SCORED_LISTS.items():
+        lengths = pc.fill_null(pc.list_value_length(examples[name]), -1)
+        wrong = pc.not_equal(lengths, pc.list_value_length(examples[passages]))
+        if pc.any(wrong).as_py() or pc.list_flatten(examples[name]).null_count:
+            raise DataError(source, f"a score missing for some of the {passages}", field=name)
+
+
 def resolve_examples(
-    examples: pa.Table, corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, source: str
-) -> dict:
-    """Write examples with corpus row numbers instead of pids; returns the table's manifest."""
+    examples: pa.Table, corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, source: str,
+    teacher_scores: bool = False,
+) -> dict:  # fmt: skip
+    """Write examples with corpus row numbers instead of pids; returns the table's manifest.
+    ``teacher_scores``: carry each passage's teacher score along (required then)."""
     corpus_pids = read_table(corpus_dir, columns=["pid"])["pid"].combine_chunks()
+    if teacher_scores:
+        check_teacher_scores(examples, source)
     no_positive = pc.equal(pc.list_value_length(examples["positives"]), 0)
     examples = examples.filter(pc.invert(no_positive))
     if examples.num_rows == 0:
         raise DataError(source, "no example has a positive passage", field="positives")
-    resolved = pa.table(
-        {
-            "qid": examples["qid"],
-            "query": examples["query"],
-            "positive_rows": _rows(examples["positives"], corpus_pids, source),
-            "negative_rows": _rows(examples["negatives"], corpus_pids, source),
-        },
-        schema=RESOLVED,
-    )
-    return write_table(out_dir, resolved, RESOLVED, meta={"source": source})
+    columns = {
+        "qid": examples["qid"],
+        "query": examples["query"],
+        "positive_rows": _rows(examples["positives"], corpus_pids, source),
+        "negative_rows": _rows(examples["negatives"], corpus_pids, source),
+    }
+    schema = RESOLVED
+    if teacher_scores:
+        columns.update({name: examples[name] for name in SCORED_LISTS})
+        schema = SCORED_RESOLVED
+    return write_table(out_dir, pa.table(columns, schema=schema), schema, meta={"source": source})
 
 
 class ResolvedExamples:
@@ -91,6 +116,11 @@ class ResolvedExamples:
         self.queries: list[str] = table["query"].to_pylist()
         self.positives = [np.asarray(r, dtype=np.int64) for r in table["positive_rows"].to_pylist()]
         self.negatives = [np.asarray(r, dtype=np.int64) for r in table["negative_rows"].to_pylist()]
+        # the teacher's score of each positive and negative (loss margin_mse), else None
+        self.positive_scores = self.negative_scores = None
+        if "positive_scores" in table.column_names:
+            self.positive_scores = _float_lists(table["positive_scores"])
+            self.negative_scores = _float_lists(table["negative_scores"])
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -107,3 +137,7 @@ class ResolvedExamples:
         for qid, rows in zip(self.qids, self.positives):
             by_qid.setdefault(qid, []).append(rows)
         return {q: np.unique(np.concatenate(r)) for q, r in by_qid.items() if len(r) > 1}
+
+
+def _float_lists(column: pa.ChunkedArray) -> list[np.ndarray]:
+    return [np.asarray(r, dtype=np.float32) for r in column.to_pylist()]

@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+import pyarrow.compute as pc
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
@@ -19,13 +20,14 @@ from tqdm.auto import tqdm
 from retrieval import distributed
 from retrieval.distributed import free_port
 from retrieval.losses import MoCoQueue, build_loss
+from retrieval.losses.arguments import settable
 from retrieval.models.cross_encoder import CrossEncoder
 from retrieval.models.dual_encoder import DualEncoder
 from retrieval.tables.store import atomic_dir, table_exists, write_json_atomic
 from retrieval.training import checkpoints
 from retrieval.training.cached_modules import with_grad_cache
 from retrieval.training.collators import CrossCollator, DualCollator, JointCollator
-from retrieval.training.config import TrainConfig
+from retrieval.training.config import TrainConfig, registered_loss
 from retrieval.training.evaluation import EvalDuringTraining
 from retrieval.training.evaluation.during_training import promote_best
 from retrieval.training.evaluation.during_training import refuse_zero3 as refuse_zero3_evaluation
@@ -145,22 +147,30 @@ def _build(config: TrainConfig, store: PassageStore, examples: ResolvedExamples)
     dual = DualEncoder.from_pretrained(config.model, **config.model_settings.overrides())
     if config.kind == "joint":
         cross = CrossEncoder.from_pretrained(config.cross_model, max_len=config.cross_max_len)
-        loss = build_loss(config.loss, **config.loss_args)
+        loss = build_loss(registered_loss(config.loss, config.kind), **config.loss_args)
         collate = JointCollator(
             dual, cross, examples, store, config.group_size, config.seed, config.random_negatives
         )
         module = JointTrainingModule(dual, cross, loss, config.group_size)
         return module, collate, {"model": dual, "cross_model": cross}
-    loss_args = {"temperature": dual.settings.temperature, "similarity": dual.settings.similarity}
-    loss = build_loss(config.loss, **{**loss_args, **config.loss_args})
+    model_args = {"temperature": dual.settings.temperature, "similarity": dual.settings.similarity}
+    # The model's scoring for the losses that take it (margin_mse scores with the model itself).
+    model_args = {k: v for k, v in model_args.items() if k in settable(config.loss)}
+    loss = build_loss(config.loss, **{**model_args, **config.loss_args})
     queue = None
     if config.queue is not None:
         queue = MoCoQueue(config.queue_rows(distributed.world_size()), dual.dim)
     collate = DualCollator(
         dual, examples, store, config.hard_negatives, config.seed, config.random_negatives,
-        config.mask_false_negatives,
+        config.mask_false_negatives, reads_teacher_scores(config),
     )  # fmt: skip
     return DualTrainingModule(dual, loss, queue), collate, {"model": dual}
+
+
+def reads_teacher_scores(config: TrainConfig) -> bool:
+    """A dual run that distils the examples' stored re-ranker scores (margin_mse); train_joint
+    takes its teacher's scores from the live re-ranker instead."""
+    return config.kind == "dual" and config.loss == "margin_mse"
 
 
 def build_sampler(config: TrainConfig, examples, world: int) -> StepSampler:
@@ -282,8 +292,11 @@ def prepare_data(config: TrainConfig) -> None:
     examples = load_examples(tables, config.data.split, config.data.examples)
     if config.data.max_examples:
         examples = examples.slice(0, config.data.max_examples)
+    if reads_teacher_scores(config):  # those without negatives are left out (check_negatives)
+        examples = examples.filter(pc.greater(pc.list_value_length(examples["negatives"]), 0))
     source = str(config.data.examples or tables / f"examples-{config.data.split}")
-    resolve_examples(examples, tables / "corpus", data_dir(config) / "examples", source)
+    resolve_examples(examples, tables / "corpus", data_dir(config) / "examples", source,
+                     reads_teacher_scores(config))  # fmt: skip
     PassageStore(tables / "corpus", data_dir(config) / "hf_cache")
 
 

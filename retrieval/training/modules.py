@@ -21,20 +21,34 @@ class DualTrainingModule(nn.Module):
         self.model, self.loss, self.queue = model, loss, queue
 
     def forward(
-        self, query_inputs: dict, passage_inputs: dict, false_negatives: dict | None = None
+        self,
+        query_inputs: dict,
+        passage_inputs: dict,
+        false_negatives: dict | None = None,
+        teacher: dict | None = None,
     ) -> torch.Tensor:
         queries, passages = self.model(query_inputs, passage_inputs)
-        return self.embedding_loss(queries, passages, false_negatives=false_negatives)
+        return self.embedding_loss(queries, passages, false_negatives, teacher)
 
     def embedding_loss(
-        self, queries: torch.Tensor, passages: torch.Tensor, false_negatives: dict | None = None
+        self,
+        queries: torch.Tensor,
+        passages: torch.Tensor,
+        false_negatives: dict | None = None,
+        teacher: dict | None = None,
     ) -> torch.Tensor:
         """The loss of encoded queries and passages; gradient caching (retrieval/training/
         grad_cache.py) encodes them itself and calls this, so both steps share one loss. The
         loss runs in float32 whatever the encoders' precision (loss_precision.py).
         ``false_negatives`` (``mask_false_negatives``: the collator's ``passage_rows`` and
-        ``known_positives``) go to the loss, which masks known positives among the negatives."""
+        ``known_positives``) go to the loss, which masks known positives among the negatives.
+        With ``teacher`` scores of each query's group (margin_mse), the loss distils them from
+        the retriever's scores of its own group instead."""
         queries, passages = as_fp32(queries, passages)
+        if teacher is not None:
+            (scores,) = as_fp32(teacher["scores"])
+            lists = passages.view(queries.shape[0], scores.shape[1], -1)
+            return self.loss(self.model.score_lists(queries, lists), scores)
         ids = false_negatives or {}
         if self.queue is None:
             return self.loss(queries, passages, **ids)

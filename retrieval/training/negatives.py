@@ -1,5 +1,6 @@
 """Examples without negatives: drawing random corpus passages for them is a choice the config
-makes (``random_negatives``) and the log reports, never a silent fallback.
+makes (``random_negatives``) and the log reports, never a silent fallback; a margin_mse run,
+which has no margin to learn from them, leaves them out (logged too).
 
 Checked on the launching process before any worker starts, so a bad setting is one line.
 """
@@ -44,6 +45,13 @@ def check_negatives(config: TrainConfig) -> int:
     if empty.num_rows == 0:
         return 0
     source = config.data.examples or f"{tables}/examples-{config.data.split} (or its qrels)"
+    if config.loss == "margin_mse":  # kind dual: no negative, no margin to distil
+        logger.info(
+            "%d of %d examples have no negatives: left out (margin_mse distils margins)",
+            empty.num_rows,
+            examples.num_rows,
+        )
+        return empty.num_rows
     if not config.random_negatives:
         raise ConfigError(
             f"{source}: {empty.num_rows} of {examples.num_rows} examples have no negatives "

@@ -69,6 +69,10 @@ def test_denoise_runs_on_hand_made_tables_alone(tmp_path, tiny_bert_dir):
     expected = [p for p in mined if by_pid[p] < by_pid["p1"]]
     kept = read_table(tmp_path / "out" / "examples-train")["negatives"][0].as_py()
     assert kept == expected
+    # the teacher scores margin_mse distils: the same re-ranker's logits, beside their passages
+    scored = read_table(tmp_path / "out" / "examples-train").to_pylist()[0]
+    assert scored["positive_scores"] == pytest.approx([by_pid["p1"]], abs=1e-4)
+    assert scored["negative_scores"] == pytest.approx([by_pid[p] for p in expected], abs=1e-4)
     assert metrics["denoised_negatives"] == len(expected)
     joint = read_table(tmp_path / "out" / "examples-joint-train")["negatives"][0].as_py()
     assert joint == list(dict.fromkeys(expected + mined[:1]))
