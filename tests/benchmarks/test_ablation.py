@@ -23,7 +23,7 @@ from pipelines.runner import format_plan, run_pipeline
 from pipelines.stages import stage_spec
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks"))  # the scripts import their siblings by name
+sys.path.append(str(REPO / "benchmarks"))  # the scripts import their siblings by name
 
 import ablation  # noqa: E402
 from ablation_rows import ROWS, chosen_rows  # noqa: E402
