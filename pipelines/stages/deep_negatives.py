@@ -20,9 +20,11 @@ import pyarrow as pa
 
 from retrieval.answers_match import drop_answer_passages
 from retrieval.tables.labels import body_texts, read_answers
-from retrieval.tables.regroup import rows_for_chunks
+from retrieval.tables.regroup import rows_for_chunks, rows_per_chunk
 from retrieval.tables.schemas import EXAMPLES
 from retrieval.tables.store import iter_shards, table_exists, write_table
+
+CHUNK_QUERIES = 20_000  # examples drawn for at a time, at most (fewer for long lists)
 
 
 def add_deep_negatives(rows: list[dict], ranked: dict, count: int, seed: int) -> list[dict]:
@@ -51,14 +53,22 @@ def _shards(
 ) -> Iterator[pa.Table]:
     answers_table = tables / f"answers-{split}"
     answers = read_answers(answers_table) if table_exists(answers_table) else None
-    chunks = [shard["qid"].to_pylist() for shard in iter_shards(examples, columns=["qid"])]
+    size = rows_per_chunk(candidates, "pids", CHUNK_QUERIES)
+    chunks = [piece["qid"].to_pylist() for piece in _pieces(examples, size, ["qid"])]
     found_by_chunk = rows_for_chunks(candidates, "qid", chunks, ["pids"])
-    for shard, found in zip(iter_shards(examples), found_by_chunk):
-        rows = shard.to_pylist()
+    for piece, found in zip(_pieces(examples, size), found_by_chunk):
+        rows = piece.to_pylist()
         ranked = {qid: list(value[0]) for qid, value in found.items()}
         if answers is not None:
             ranked = _without_answers(ranked, answers, tables)
         yield pa.Table.from_pylist(add_deep_negatives(rows, ranked, count, seed), schema=EXAMPLES)
+
+
+def _pieces(table: Path, rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """The table's shards cut into pieces of at most ``rows`` rows, in order."""
+    for shard in iter_shards(table, columns=columns):
+        for start in range(0, shard.num_rows, rows):
+            yield shard.slice(start, rows)
 
 
 def _without_answers(ranked: dict, answers: dict, tables: Path) -> dict:

@@ -21,12 +21,12 @@ import pyarrow as pa
 from pipelines.stages.positive_aware import PositiveAware
 from retrieval.answers_match import drop_answer_passages
 from retrieval.tables.labels import body_texts, read_answers
-from retrieval.tables.regroup import rows_for_chunks
+from retrieval.tables.regroup import rows_for_chunks, rows_per_chunk
 from retrieval.tables.schemas import EXAMPLES
 from retrieval.tables.store import table_exists
 from retrieval.training.examples import load_examples
 
-CHUNK_QUERIES = 20_000  # examples built at a time
+CHUNK_QUERIES = 20_000  # examples built at a time, at most (fewer for long lists: regroup.py)
 
 
 def with_negatives(rows: list[dict], ranked: dict, tables: Path, split: str, keep: int):
@@ -77,8 +77,9 @@ def chunks_with_lists(
 ) -> Iterator[tuple[list[dict], dict[str, tuple]]]:
     """The examples a chunk at a time as rows, each chunk with ``{qid: (its candidates'
     columns)}`` for its queries (the candidates table read once: regroup.py)."""
-    starts = range(0, examples.num_rows, CHUNK_QUERIES)
-    chunks = [examples["qid"].slice(s, CHUNK_QUERIES).to_pylist() for s in starts]
+    size = rows_per_chunk(candidates, "pids", CHUNK_QUERIES)
+    starts = range(0, examples.num_rows, size)
+    chunks = [examples["qid"].slice(s, size).to_pylist() for s in starts]
     found_by_chunk = rows_for_chunks(candidates, "qid", chunks, columns, work)
     for start, found in zip(starts, found_by_chunk):
-        yield examples.slice(start, CHUNK_QUERIES).to_pylist(), found
+        yield examples.slice(start, size).to_pylist(), found

@@ -17,9 +17,24 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from retrieval.tables.store import iter_shards
+from retrieval.tables.store import iter_shards, shard_paths
+
+LIST_ITEMS_AT_ONCE = 2_000_000  # list items (candidate pids) a chunk holds: ~150 MB as str
+
+
+def rows_per_chunk(table_dir: str | os.PathLike, list_column: str, most: int) -> int:
+    """How many rows' lists a chunk may hold so that about LIST_ITEMS_AT_ONCE items are in
+    memory at once (``most`` at the least): 2,000 queries at depth 1,000. The depth is the
+    longest list of the table's first row group, as every list of a ranked table is as long."""
+    paths = shard_paths(table_dir)
+    if not paths:
+        return most
+    first = pq.ParquetFile(paths[0]).read_row_group(0, columns=[list_column])[list_column]
+    depth = pc.max(pc.list_value_length(first)).as_py() or 1
+    return max(1, min(most, LIST_ITEMS_AT_ONCE // depth))
 
 
 def rows_for_chunks(
