@@ -58,6 +58,7 @@ def test_kill9_and_resume_gives_the_uninterrupted_weights(tmp_path, scifact_tabl
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=key)
 
 
+@pytest.mark.slow
 def test_finished_run_is_not_trained_again(tmp_path, scifact_tables, tiny_bert_dir):
     config = write_config(tmp_path, "run", scifact_tables, tiny_bert_dir, max_steps=4)
     finish(rqa("train-dual", "--config", str(config)))
