@@ -90,26 +90,35 @@ def test_cross_listwise_loss_is_float32_under_a_bf16_reranker(tiny_bert_dir):
     assert_fp32_not_bf16(loss, exact, listwise_written_out(logits), scale)
 
 
-def test_joint_loss_is_float32_under_bf16_models(tiny_bert_dir):
+def joint_losses_under_bf16(tiny_bert_dir, loss, teacher_term) -> tuple:
+    """A joint module's ``loss`` with bf16 models, then the written-out loss (``teacher_term``
+    of the retriever's and re-ranker's scores + the re-ranker's listwise CE) from the same
+    embeddings and logits in float64 and in bf16, and the scores' scale."""
     dual = msmarco_style_dual(tiny_bert_dir)
     cross = cross_encoder(tiny_bert_dir, torch.float32)
     with torch.no_grad():
         cross.model.classifier.weight.normal_(0.0, 3.0)
     cross = cross.to(BF16).eval()
     batch = joint_batch(dual, cross)
-    module = JointTrainingModule(dual, cross, JointListwiseLoss(), GROUP)
+    module = JointTrainingModule(dual, cross, loss, GROUP)
     with torch.no_grad():
-        loss = module(**batch)
+        value = module(**batch)
         q, p = dual(batch["query_inputs"], batch["passage_inputs"])
         logits = cross(batch["pair_inputs"]).view(-1, GROUP)
 
     def written_out(q, p, logits):
         s_de = torch.einsum("qd,qnd->qn", q, p.view(q.shape[0], GROUP, -1))
-        return kl_written_out(s_de, logits) + listwise_written_out(logits)
+        return teacher_term(s_de, logits) + listwise_written_out(logits)
 
     exact = written_out(q.double(), p.double(), logits.double())
     scale = float((q.double() @ p.double().T).abs().max())
-    assert_fp32_not_bf16(loss, exact, written_out(q, p, logits), scale)
+    return value, exact, written_out(q, p, logits), scale
+
+
+def test_joint_loss_is_float32_under_bf16_models(tiny_bert_dir):
+    assert_fp32_not_bf16(
+        *joint_losses_under_bf16(tiny_bert_dir, JointListwiseLoss(), kl_written_out)
+    )
 
 
 def test_the_bf16_sbert_softmax_head_takes_float32_vectors():

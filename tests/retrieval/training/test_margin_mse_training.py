@@ -33,7 +33,7 @@ from tests.retrieval.training.grad_cache_cases import (
 )
 from tests.retrieval.training.test_grad_cache import _train, needs_gloo
 from tests.retrieval.training.test_loss_precision import (
-    BF16,
+    joint_losses_under_bf16,
     listwise_written_out,
     msmarco_style_dual,
 )
@@ -55,25 +55,8 @@ def assert_fp32_not_bf16(loss, exact, in_bf16, scale: float) -> None:
 
 
 def test_joint_margin_mse_is_float32_under_bf16_models(tiny_bert_dir):
-    dual = msmarco_style_dual(tiny_bert_dir)
-    cross = cross_encoder(tiny_bert_dir, torch.float32)
-    with torch.no_grad():
-        cross.model.classifier.weight.normal_(0.0, 3.0)
-    cross = cross.to(BF16).eval()
-    batch = joint_batch(dual, cross)
-    module = JointTrainingModule(dual, cross, JointMarginMSELoss(), GROUP)
-    with torch.no_grad():
-        loss = module(**batch)
-        q, p = dual(batch["query_inputs"], batch["passage_inputs"])
-        logits = cross(batch["pair_inputs"]).view(-1, GROUP)
-
-    def written_out(q, p, logits):
-        s_de = torch.einsum("qd,qnd->qn", q, p.view(q.shape[0], GROUP, -1))
-        return margin_mse_written_out(s_de, logits) + listwise_written_out(logits)
-
-    exact = written_out(q.double(), p.double(), logits.double())
-    scale = float((q.double() @ p.double().T).abs().max())
-    assert_fp32_not_bf16(loss, exact, written_out(q, p, logits), scale)
+    losses = joint_losses_under_bf16(tiny_bert_dir, JointMarginMSELoss(), margin_mse_written_out)
+    assert_fp32_not_bf16(*losses)
 
 
 def test_a_joint_training_step_with_margin_mse_trains_both_models(tiny_bert_dir):
