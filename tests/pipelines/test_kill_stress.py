@@ -25,12 +25,13 @@ TRAINING = ("train_dual_0", "train_cross", "train_dual_1", "train_dual_2", "trai
 
 
 def stress_config(tmp_path: Path, name: str, model: Path, scifact: Path) -> Path:
-    """The tiny pipeline with a checkpoint every step, and the re-ranker trained on 2 Ray Train
-    workers (the workers a killed driver leaves behind must not write into the rerun)."""
+    """The tiny pipeline, 60 steps a training stage with a checkpoint every step, and the
+    re-ranker trained on 2 Ray Train workers (the workers a killed driver leaves behind must not
+    write into the rerun)."""
     path = tiny_config(tmp_path, name, model, scifact)
     raw = yaml.safe_load(path.read_text())
-    for stage in TRAINING:
-        raw["stages"][stage]["train"].update(max_steps=8, checkpoint_every=1)
+    for stage in TRAINING:  # long enough to be hit: 8 steps of the tiny model last 0.5 s
+        raw["stages"][stage]["train"].update(epochs=20, max_steps=60, checkpoint_every=1)
     raw["stages"]["train_cross"]["train"].update(launcher="ray", workers=2)
     path.write_text(yaml.safe_dump(raw))
     return path
