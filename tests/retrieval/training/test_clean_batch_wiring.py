@@ -130,6 +130,7 @@ def test_the_training_modules_mask_with_the_collators_ids(masked_batch):
     assert cached(**batch).item() == pytest.approx(plain.item(), abs=1e-6)
 
 
+@pytest.mark.slow  # a whole `rqa train-dual`; the module and collator tests above are the checks
 def test_a_dual_run_with_both_keys_trains(tmp_path, scifact_tables, tiny_bert_dir):
     config = write_config(tmp_path, "clean", scifact_tables, tiny_bert_dir, max_steps=3,
                           no_duplicates=True, mask_false_negatives=True)  # fmt: skip

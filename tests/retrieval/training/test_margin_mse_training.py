@@ -241,6 +241,7 @@ LOOP_RUNS = {"dual": {"hard_negatives": 2}, "joint": {"group_size": 3}}
 
 
 @needs_gloo
+@pytest.mark.slow  # whole DeepSpeed runs; the module tests above check the loss itself
 @pytest.mark.parametrize("kind", sorted(LOOP_RUNS))
 def test_the_loop_trains_with_margin_mse(tmp_path, scifact_tables, tiny_bert_dir, kind):
     """train_worker end to end (DeepSpeed ZeRO 0, export) with loss margin_mse: a dual run on

@@ -69,7 +69,9 @@ def test_finished_run_is_not_trained_again(tmp_path, scifact_tables, tiny_bert_d
     assert (tmp_path / "run" / "model" / "model.safetensors").stat().st_mtime_ns == before
 
 
-@pytest.mark.parametrize("loss", ["listwise_ce", "pointwise_bce"])
+@pytest.mark.parametrize(
+    "loss", ["listwise_ce", pytest.param("pointwise_bce", marks=pytest.mark.slow)]
+)
 def test_cross_encoder_learns_and_loads(tmp_path, scifact_tables, tiny_bert_dir, loss):
     """Its weights move and its loss falls (8 examples seen every step, random corpus passages
     as negatives: the tiny model can learn its 8 positives), and the saved model reloads."""
