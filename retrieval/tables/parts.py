@@ -25,6 +25,7 @@ from retrieval.tables.store import (
     atomic_dir,
     replace_atomically,
     sha256_of,
+    table_manifest,
     write_json_atomic,
 )
 
@@ -116,13 +117,7 @@ def assemble(
         if not files:
             pq.write_table(schema.empty_table(), tmp / part_name(0))
             files.append({"name": part_name(0), "rows": 0, "sha256": sha256_of(tmp / part_name(0))})
-        manifest = {
-            "schema": schema.to_string(show_schema_metadata=False),
-            "rows": sum(f["rows"] for f in files),
-            "files": files,
-            "seconds": round(time.time() - started, 3),
-            "meta": dict(meta or {}),
-        }
+        manifest = table_manifest(schema, files, started, meta)
         write_json_atomic(tmp / MANIFEST, manifest)
     return manifest
 

@@ -143,15 +143,21 @@ def write_table(
             files.append(_write_shard(tmp, len(files), table.cast(schema)))
         if not files:
             files.append(_write_shard(tmp, 0, schema.empty_table()))
-        manifest = {
-            "schema": schema.to_string(show_schema_metadata=False),
-            "rows": sum(f["rows"] for f in files),
-            "files": files,
-            "seconds": round(time.time() - started, 3),
-            "meta": dict(meta or {}),
-        }
+        manifest = table_manifest(schema, files, started, meta)
         write_json_atomic(tmp / MANIFEST, manifest)
     return manifest
+
+
+def table_manifest(schema: pa.Schema, files: list[dict], started: float, meta: dict | None) -> dict:
+    """A table's manifest: its schema, its shard files ({name, rows, sha256}) in order, their
+    total rows, the seconds since ``started`` the write took, and free ``meta``."""
+    return {
+        "schema": schema.to_string(show_schema_metadata=False),
+        "rows": sum(f["rows"] for f in files),
+        "files": files,
+        "seconds": round(time.time() - started, 3),
+        "meta": dict(meta or {}),
+    }
 
 
 def _chain_rows(first, rest):
