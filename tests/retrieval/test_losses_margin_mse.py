@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-import yaml
 
 from retrieval.losses import LOSSES, JointMarginMSELoss, MarginMSELoss, build_loss
 from retrieval.training.config import (
     LOSSES_BY_KIND,
-    load_train_config,
     registered_loss,
     validate_train_config,
 )
+from tests.retrieval.training.test_config import _load as one_line_error
 
 DOUBLE = torch.float64
 
@@ -136,17 +135,6 @@ def test_registered_and_taken_by_kinds_dual_and_joint_only():
     assert isinstance(build_loss(registered_loss("margin_mse", "dual")), MarginMSELoss)
 
 
-def _one_line(tmp_path, raw: dict) -> str:
-    (tmp_path / "t").mkdir(exist_ok=True)
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({**RAW, "data": {"tables": str(tmp_path / "t")}, **raw}))
-    with pytest.raises(ValueError) as err:
-        load_train_config(path)
-    message = str(err.value)
-    assert "\n" not in message and message.startswith(f"{path}: key '"), message
-    return message
-
-
 @pytest.mark.parametrize(
     "raw, says",
     [
@@ -164,4 +152,4 @@ def test_elsewhere_margin_mse_is_one_line(tmp_path, raw, says):
     if raw["kind"] == "pair":
         (tmp_path / "p").mkdir()
         raw = {**raw, "data": {"pairs": str(tmp_path / "p")}}
-    assert says in _one_line(tmp_path, raw)
+    assert says in one_line_error(tmp_path, {"loss": "margin_mse", **raw})
