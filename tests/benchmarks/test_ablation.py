@@ -115,6 +115,27 @@ def test_every_row_is_a_valid_config_with_its_keys_set(name, scifact_dir, tmp_pa
         assert (evaluate.zero_shot, evaluate.bm25, evaluate.rerank_depth) == (False, False, 20)
 
 
+@pytest.mark.parametrize("name", CONFIGS)
+def test_rows_mining_positive_aware_let_queries_left_without_negatives_draw_random_ones(
+    name, scifact_dir, tmp_path
+):
+    """Positive-aware mining can keep no negative for a query (28 of the demo's 709 train
+    queries at 0.95), and a training stage reading such examples stops the run unless it may
+    draw random passages: the demo's positive_aware_denoise row stopped in train_cross so."""
+    setup = setup_for(name, tmp_path, scifact_dir)
+    rows = [row for row in ROWS if any("positive_aware" in key for key in row.sets)]
+    assert {row.name for row in rows} == {"positive_aware", "positive_aware_denoise"}
+    for row in rows:
+        config = setup.load(row_sets(setup, row, seed=0), setup.run_dir(row.name, 0))
+        stages, enabled = config.stages, config.enabled_stages()
+        assert stages.mine.positive_aware is not None
+        training = [s for s in ("train_cross", "train_dual_1") if s in enabled]
+        assert training == (["train_dual_1"] if row.name == "positive_aware" else
+                            ["train_cross", "train_dual_1"]), row.name  # fmt: skip
+        for stage in training:
+            assert getattr(stages, stage).train.random_negatives, (row.name, stage)
+
+
 def _leaves(mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
     out = []
     for key, value in mapping.items():
