@@ -1,13 +1,14 @@
 """A stage's fingerprint and what it is made of (its "basis"): the stage's config section, the
 settings every stage shares, the code it runs, and its inputs' content: an earlier stage's
 output by that stage's output id (a new one each time it runs), anything outside the run
-directory by the names, sizes and modification times of its files.
+directory by the names, sizes and contents of its files (not their modification times).
 
 The basis is kept in the manifest, so a stale stage can say which key, file or input changed.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -23,8 +24,10 @@ PENDING = "(rerun in this run)"
 
 
 def external_signature(location: str | Path) -> str:
-    """Content signature of a local file or folder (relative names, sizes, mtimes), or the
-    name itself for a model named by hub id."""
+    """Content signature of a local file or folder (relative names, sizes and a hash of each
+    file's bytes), or the name itself for a model named by hub id. Not modification times: a
+    copy of the same data (a volume provisioned again, `rsync` without `-t`, a container
+    image rebuilt) must not make a finished run's every stage stale."""
     path = Path(location)
     if not path.exists():
         return f"id:{location}"
@@ -33,8 +36,18 @@ def external_signature(location: str | Path) -> str:
     for file in files:
         stat = file.stat()
         name = file.name if file == path else str(file.relative_to(path))
-        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        content = file_digest(str(file.resolve()), stat.st_size, stat.st_ctime_ns, stat.st_ino)
+        digest.update(f"{name}\0{stat.st_size}\0{content}\n".encode())
     return f"{path.resolve()}:{digest.hexdigest()[:16]}"
+
+
+@functools.lru_cache(maxsize=4096)
+def file_digest(path: str, size: int, ctime_ns: int, inode: int) -> str:
+    """BLAKE2b of a file's bytes, read once per process for as long as its size, inode and
+    status-change time stay the same (any write or `touch` moves the last, and no one can set
+    it back); the runner plans every stage, each reading the same data. 1.6 s per GB here."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "blake2b").hexdigest()[:32]
 
 
 def output_id(manifest: dict | None) -> str | None:

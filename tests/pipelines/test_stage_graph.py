@@ -7,6 +7,7 @@ tests/pipelines/test_pipeline_run.py runs the real stages.
 
 from __future__ import annotations
 
+import os
 import types
 from pathlib import Path
 
@@ -124,6 +125,32 @@ def test_a_code_change_stales_the_stages_that_run_that_code(fake_stages, config,
 def test_a_data_change_stales_every_stage(fake_stages, config):
     run_pipeline(config)
     (config.data.beir / "file.txt").write_text("v2, a new version of the corpus")
+    plans = plan_run(config)
+    assert plans[0].reasons == [f"input data ({config.data.beir}) changed"]
+    assert all(p.runs for p in plans)
+
+
+def test_the_same_data_written_again_leaves_every_stage_cached(fake_stages, config):
+    """A volume provisioned again, `rsync` without -t, `cp` without -p: the same bytes under
+    new modification times (and a new inode) are the same input."""
+    run_pipeline(config)
+    for folder in (config.data.beir, Path(config.model)):
+        copy = folder / "file.txt.new"
+        copy.write_bytes((folder / "file.txt").read_bytes())
+        os.utime(copy, ns=(10**18, 10**18))  # 2001 -> far from the first write
+        copy.replace(folder / "file.txt")
+    plans = plan_run(config)
+    assert [(p.stage, p.status) for p in plans if p.status != "cached"] == []
+
+
+def test_a_data_change_that_keeps_size_and_modification_time_stales_every_stage(
+    fake_stages, config
+):
+    run_pipeline(config)
+    data = config.data.beir / "file.txt"
+    before = data.stat()
+    data.write_text("v9")  # same size as "v1"
+    os.utime(data, ns=(before.st_atime_ns, before.st_mtime_ns))
     plans = plan_run(config)
     assert plans[0].reasons == [f"input data ({config.data.beir}) changed"]
     assert all(p.runs for p in plans)
