@@ -79,13 +79,19 @@ def row_sets(setup: Setup, row: Row, seed: int) -> list[str]:
 def unneeded_stages_off(config: PipelineConfig, stage: str) -> list[str]:
     """`enabled=false` for every enabled stage that ``stage`` does not read, directly or
     through another stage (evaluate stays: it reports the row)."""
-    needed, todo = {stage, "evaluate"}, [stage]
+    needed = {stage, "evaluate", *stages_read_by(config, stage)}
+    return [f"stages.{s}.enabled=false" for s in config.enabled_stages() if s not in needed]
+
+
+def stages_read_by(config: PipelineConfig, stage: str) -> list[str]:
+    """The stages ``stage`` reads, directly or through another stage, in the config's order."""
+    needed, todo = set(), [stage]
     while todo:
         for earlier in stage_spec(config, todo.pop()).upstream():
             if earlier not in needed:
                 needed.add(earlier)
                 todo.append(earlier)
-    return [f"stages.{s}.enabled=false" for s in config.enabled_stages() if s not in needed]
+    return [s for s in config.enabled_stages() if s in needed]
 
 
 def plan_against(config: PipelineConfig, run_dir: Path) -> list[StagePlan]:

@@ -1,0 +1,99 @@
+"""The re-ranker levers of benchmarks/reranker_levers.py: each one a change to train_cross alone.
+
+A lever's `rqa run --set` overrides are computed from the config's own train_cross and mine
+sections (twice its epochs, not a fixed number of epochs), so one lever means the same change
+on configs/demo.yaml and on configs/scifact.yaml. docs/reranker.md lists them as untried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipelines.config import PipelineConfig
+
+CROSS = "stages.train_cross"
+
+
+@dataclass(frozen=True)
+class Lever:
+    """One lever: ``sets`` gives its --set overrides for a config; ``about`` says why."""
+
+    name: str
+    sets: Callable[[PipelineConfig], tuple[str, ...]]
+    about: str
+
+
+def _cross(config: PipelineConfig):
+    return config.stages.train_cross
+
+
+def _deeper(config: PipelineConfig) -> tuple[str, ...]:
+    """Twice the config's deep negatives, or as many as mine keeps from its top when it has
+    none (the lever docs/reranker.md measured on SciFact, for configs that lack it)."""
+    deep = _cross(config).deep_negatives
+    return (f"{CROSS}.deep_negatives={2 * deep or config.stages.mine.negatives}",)
+
+
+def _larger_groups(config: PipelineConfig) -> tuple[str, ...]:
+    """Groups twice as large; when mine keeps too few negatives for them, the rest come from
+    its deeper ranks (deep_negatives), as train_cross would refuse the group otherwise."""
+    group = 2 * _cross(config).train.group_size
+    sets = (f"{CROSS}.train.group_size={group}",)
+    short = group - 1 - config.stages.mine.negatives - _cross(config).deep_negatives
+    if short > 0:
+        sets += (f"{CROSS}.deep_negatives={_cross(config).deep_negatives + short}",)
+    return sets
+
+
+def _base_init(config: PipelineConfig) -> tuple[str, ...]:
+    if _cross(config).init == "base":
+        raise SystemExit(f"lever base_init: {config.name} already starts train_cross from base")
+    return (f"{CROSS}.init=base",)
+
+
+LEVERS = (
+    Lever(
+        "double_epochs",
+        lambda c: (f"{CROSS}.train.epochs={2 * _cross(c).train.epochs}",),
+        "twice the epochs over the same training queries",
+    ),
+    Lever(
+        "double_groups",
+        _larger_groups,
+        "groups of twice as many passages (1 positive, the rest negatives) at the same steps",
+    ),
+    Lever(
+        "base_init",
+        _base_init,
+        "start from the base model, not train_dual_0's encoder",
+    ),
+    Lever(
+        "deeper_negatives",
+        _deeper,
+        "more negatives drawn from mine's lists below the kept top ones",
+    ),
+    Lever(
+        "pointwise_bce",
+        lambda c: (f"{CROSS}.train.loss=pointwise_bce",),
+        "pointwise binary cross-entropy on each pair instead of listwise softmax CE",
+    ),
+    Lever(
+        "longer_pairs",
+        lambda c: (f"{CROSS}.train.cross_max_len={_cross(c).train.cross_max_len * 3 // 2}",),
+        "pairs cut at 1.5 x the config's tokens",
+    ),
+)
+
+
+def chosen_levers(names: str | None) -> list[Lever]:
+    """The levers named in a comma-separated list (all when None); an unknown name is an
+    error naming the levers there are."""
+    if not names:
+        return list(LEVERS)
+    by_name = {lever.name: lever for lever in LEVERS}
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in by_name]
+    if unknown:
+        raise SystemExit(f"--levers: no lever {unknown[0]!r} (levers: {', '.join(by_name)})")
+    return [by_name[name] for name in wanted]
