@@ -79,6 +79,11 @@ LEVERS = (
         "pointwise binary cross-entropy on each pair instead of listwise softmax CE",
     ),
     Lever(
+        "retriever_kl",
+        lambda c: (f"{CROSS}.train.loss=listwise_ce_kl",),
+        "listwise CE plus KL to the retriever's distribution over each group (mine's scores)",
+    ),
+    Lever(
         "longer_pairs",
         lambda c: (f"{CROSS}.train.cross_max_len={_cross(c).train.cross_max_len * 3 // 2}",),
         "pairs cut at 1.5 x the config's tokens",

@@ -54,9 +54,9 @@ def _shards(
     answers_table = tables / f"answers-{split}"
     answers = read_answers(answers_table) if table_exists(answers_table) else None
     size = rows_per_chunk(candidates, "pids", CHUNK_QUERIES)
-    chunks = [piece["qid"].to_pylist() for piece in _pieces(examples, size, ["qid"])]
+    chunks = [piece["qid"].to_pylist() for piece in pieces(examples, size, ["qid"])]
     found_by_chunk = rows_for_chunks(candidates, "qid", chunks, ["pids"])
-    for piece, found in zip(_pieces(examples, size), found_by_chunk):
+    for piece, found in zip(pieces(examples, size), found_by_chunk):
         rows = piece.to_pylist()
         ranked = {qid: list(value[0]) for qid, value in found.items()}
         if answers is not None:
@@ -64,7 +64,7 @@ def _shards(
         yield pa.Table.from_pylist(add_deep_negatives(rows, ranked, count, seed), schema=EXAMPLES)
 
 
-def _pieces(table: Path, rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
+def pieces(table: Path, rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
     """The table's shards cut into pieces of at most ``rows`` rows, in order."""
     for shard in iter_shards(table, columns=columns):
         for start in range(0, shard.num_rows, rows):

@@ -15,9 +15,11 @@ from pipelines.stages import base_dual_model, last_dual_before
 from pipelines.stages.context import StageContext
 from pipelines.stages.deep_negatives import deep_examples
 from pipelines.stages.negatives import examples_from_candidates
+from pipelines.stages.retriever_scores import scored_examples
 from pipelines.stages.spec import External, Output, StageSpec
 from pipelines.stages.trained_model import launch_and_collect
-from retrieval.tables.schemas import CANDIDATES, EXAMPLES
+from retrieval.models.dual_encoder import DualEncoderSettings
+from retrieval.tables.schemas import CANDIDATES, EXAMPLES, SCORED_EXAMPLES
 from retrieval.tables.store import iter_shards, table_exists, write_table
 from retrieval.training.config import TrainConfig, absolute_paths, validate_train_config
 
@@ -77,23 +79,26 @@ def spec(config: PipelineConfig, name: str) -> StageSpec:
 
 
 def cross_reads(config: PipelineConfig, split: str) -> dict:
-    """train_cross's extra inputs: mine's lists (deep negatives), its title queries' examples
-    (and their lists) when mine drew any."""
-    deep, titles = config.stages.train_cross.deep_negatives, config.stages.mine.title_queries
-    reads = {"candidates": Output("mine", f"candidates-{split}")} if deep else {}
+    """train_cross's extra inputs: mine's lists (deep negatives, the retriever's scores), its
+    title queries' examples (and their lists) when mine drew any."""
+    titles = config.stages.mine.title_queries
+    lists = config.stages.train_cross.deep_negatives or distils_retriever(config)
+    reads = {"candidates": Output("mine", f"candidates-{split}")} if lists else {}
     if titles:
         reads["titles"] = Output("mine", "examples-titles")
-    if titles and deep:
+    if titles and lists:
         reads["title_candidates"] = Output("mine", "candidates-titles")
     return reads
 
 
 def cross_examples(ctx: StageContext) -> Path:
     """train_cross's examples: mine's, plus its title queries' when it drew any, each with
-    deep negatives from its own lists when ``deep_negatives`` is set."""
+    deep negatives from its own lists when ``deep_negatives`` is set, and with the retriever's
+    score of every passage from those lists when the loss distils them (listwise_ce_kl)."""
     parts = [("examples", "candidates", ctx.config.data.train_split)]
     if "titles" in ctx.inputs:
         parts.append(("titles", "title_candidates", "titles"))  # no answers-titles table
+    scored = distils_retriever(ctx.config)
     tables = []
     for examples, candidates, split in parts:
         path = ctx.path(examples)
@@ -101,13 +106,30 @@ def cross_examples(ctx: StageContext) -> Path:
             out = ctx.work / f"{examples}-deep"
             path = deep_examples(ctx.tables, split, path, ctx.path(candidates),
                                  ctx.section.deep_negatives, ctx.config.seed, out)  # fmt: skip
+        if scored:
+            path = scored_examples(path, ctx.path(candidates), ctx.work / f"{examples}-scored")
         tables.append(path)
     if len(tables) == 1:
         return tables[0]
     combined = ctx.work / "examples-combined"
     shards = chain.from_iterable(iter_shards(table) for table in tables)
-    write_table(combined, (as_examples(shard) for shard in shards), EXAMPLES)
+    if scored:
+        write_table(combined, shards, SCORED_EXAMPLES)
+    else:
+        write_table(combined, (as_examples(shard) for shard in shards), EXAMPLES)
     return combined
+
+
+def retriever_temperature(config: PipelineConfig) -> float:
+    """The temperature of the retriever whose lists mine wrote (train_dual_0)."""
+    settings = {**config.model_settings.overrides(),
+                **config.stages.train_dual_0.train.model_settings.overrides()}  # fmt: skip
+    return settings.get("temperature", DualEncoderSettings().temperature)
+
+
+def distils_retriever(config: PipelineConfig) -> bool:
+    """Whether train_cross distils the retriever's scores of its lists (loss listwise_ce_kl)."""
+    return config.stages.train_cross.train.loss == "listwise_ce_kl"
 
 
 def examples_for(ctx: StageContext) -> Path | None:
@@ -188,6 +210,10 @@ def train_config(ctx: StageContext, examples: Path | None) -> tuple[TrainConfig,
         }
     if kind == "joint":
         raw["cross_model"] = str(ctx.path("cross_model"))
+    if ctx.name == "train_cross" and distils_retriever(ctx.config):
+        # the retriever's scores softened as it trained on them, unless the config says
+        raw["loss_args"] = {"temperature": retriever_temperature(ctx.config),
+                            **raw.get("loss_args", {})}  # fmt: skip
     how = LaunchSettings(**launch_keys, **ctx.config.ray.launch_keys())
     return absolute_paths(validate_train_config(raw)), how
 

@@ -20,6 +20,7 @@ from retrieval.losses.moco_queue import MoCoQueue
 from retrieval.losses.multilabel_ce import MultiLabelCELoss
 from retrieval.losses.sbert_softmax import SBERTSoftmaxLoss
 from retrieval.losses.simcse import SimCSELoss
+from retrieval.losses.teacher_kl import ListwiseCETeacherKLLoss
 
 # Config name -> loss class. Hard negatives are InfoNCE with H > 0; the MoCo queue is not a
 # loss but a source of ``extra_negatives`` for "infonce" / "cross_batch".
@@ -30,6 +31,7 @@ LOSSES: dict[str, type[nn.Module]] = {
     "simcse": SimCSELoss,
     "listwise_ce": ListwiseCELoss,
     "pointwise_bce": PointwiseBCELoss,
+    "listwise_ce_kl": ListwiseCETeacherKLLoss,
     "listwise_kl": ListwiseKLDistillationLoss,
     "joint_listwise": JointListwiseLoss,
     "margin_mse": MarginMSELoss,
@@ -59,6 +61,7 @@ __all__ = [
     "JointListwiseLoss",
     "JointMarginMSELoss",
     "ListwiseCELoss",
+    "ListwiseCETeacherKLLoss",
     "ListwiseKLDistillationLoss",
     "MarginMSELoss",
     "MaskedLMLoss",

@@ -119,6 +119,10 @@ class DualCollator:
 
 
 class CrossCollator:
+    """Groups of (query, passage) pairs, the positive first; with ``teacher_scores`` (loss
+    listwise_ce_kl), also the stored teacher score of every pair: ``teacher: {scores: [B, G]}``,
+    the same passages as the unscored draw."""
+
     def __init__(
         self,
         model: CrossEncoder,
@@ -127,23 +131,32 @@ class CrossCollator:
         group_size: int,
         seed: int,
         random_negatives: bool = False,
+        teacher_scores: bool = False,
     ):
         self.model, self.examples, self.passages = model, examples, passages
         self.group_size, self.seed = group_size, seed
-        self.random_negatives = random_negatives
+        self.random_negatives, self.teacher_scores = random_negatives, teacher_scores
 
     def __call__(self, indices: np.ndarray, step: int) -> dict[str, dict[str, torch.Tensor]]:
         rows: list[int] = []
         queries: list[str] = []
+        scores: list[list[float]] = []
         for i in indices:
             rng = np.random.default_rng([self.seed, step, int(i)])
-            ex_pos, ex_neg = self.examples.positives[i], self.examples.negatives[i]
-            rows += pick_passages(
-                rng, ex_pos, ex_neg, self.group_size - 1, len(self.passages), self.random_negatives
-            )
+            if self.teacher_scores:
+                picked, teacher = pick_scored(rng, self.examples, int(i), self.group_size - 1)
+                rows += picked
+                scores.append(teacher)
+            else:
+                ex_pos, ex_neg = self.examples.positives[i], self.examples.negatives[i]
+                rows += pick_passages(rng, ex_pos, ex_neg, self.group_size - 1,
+                                      len(self.passages), self.random_negatives)  # fmt: skip
             queries += [self.examples.queries[i]] * self.group_size
         titles, texts = self.passages.get(rows)
-        return {"inputs": self.model.tokenize(queries, titles, texts)}
+        batch = {"inputs": self.model.tokenize(queries, titles, texts)}
+        if self.teacher_scores:
+            batch["teacher"] = {"scores": torch.tensor(scores, dtype=torch.float32)}
+        return batch
 
 
 class JointCollator:

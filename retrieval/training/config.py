@@ -526,11 +526,27 @@ class CrossConfig(TrainBase):
     per query."""
 
     kind: Literal["cross"] = "cross"
-    loss: Literal["listwise_ce", "pointwise_bce"] = "listwise_ce"
+    loss: Literal["listwise_ce", "pointwise_bce", "listwise_ce_kl"] = Field(
+        default="listwise_ce",
+        description="listwise_ce, pointwise_bce, or listwise_ce_kl (listwise CE plus KL to the "
+        "teacher scores stored with the examples: train_cross's are the retriever's, "
+        "losses/teacher_kl.py)",
+    )
     group_size: int = Field(default=4, ge=2, description="1 positive + n-1 negatives")
     cross_max_len: int = Field(default=256, ge=8, description="tokens of a (query, passage) pair")
     head_lr: float | None = Field(default=None, gt=0, description=RERANKER_HEAD_LR_HELP)
     random_negatives: bool = Field(default=False, description=RANDOM_NEGATIVES_HELP)
+
+    @model_validator(mode="after")
+    def _teacher_kl_has_scored_negatives(self) -> CrossConfig:
+        """listwise_ce_kl reads a stored teacher score for every passage of a group, and a
+        passage drawn at random has none."""
+        if self.loss == "listwise_ce_kl" and self.random_negatives:
+            raise ValueError(
+                "key 'random_negatives': loss 'listwise_ce_kl' reads a teacher score for every "
+                "passage, and random passages have none"
+            )
+        return self
 
 
 class JointConfig(TrainBase):

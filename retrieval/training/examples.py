@@ -66,13 +66,13 @@ def _rows(values: pa.ChunkedArray, corpus_pids: pa.Array, where: str) -> pa.Arra
 
 def check_teacher_scores(examples: pa.Table, source: str) -> None:
     """One teacher score per positive and per negative of every example, or a one-line error
-    (loss margin_mse distils them)."""
+    (losses margin_mse and listwise_ce_kl distil them; NaN: no score, left to the CE)."""
     names = list(SCORED_LISTS)
     if not set(names) <= set(examples.column_names):
         raise DataError(
             source,
-            "has no teacher scores (positive_scores, negative_scores), which loss margin_mse "
-            "distils; denoise writes them",
+            "has no teacher scores (positive_scores, negative_scores), which the loss distils "
+            "(margin_mse: denoise writes them; listwise_ce_kl: train_cross adds the retriever's)",
         )
     for name, passages in SCORED_LISTS.items():
         lengths = pc.fill_null(pc.list_value_length(examples[name]), -1)
@@ -116,7 +116,7 @@ class ResolvedExamples:
         self.queries: list[str] = table["query"].to_pylist()
         self.positives = [np.asarray(r, dtype=np.int64) for r in table["positive_rows"].to_pylist()]
         self.negatives = [np.asarray(r, dtype=np.int64) for r in table["negative_rows"].to_pylist()]
-        # the teacher's score of each positive and negative (loss margin_mse), else None
+        # the teacher's score of each positive and negative (margin_mse, listwise_ce_kl), else None
         self.positive_scores = self.negative_scores = None
         if "positive_scores" in table.column_names:
             self.positive_scores = _float_lists(table["positive_scores"])

@@ -141,8 +141,9 @@ def _build(config: TrainConfig, store: PassageStore, examples: ResolvedExamples)
         model = CrossEncoder.from_pretrained(config.model, max_len=config.cross_max_len)
         loss = build_loss(config.loss, **config.loss_args)
         collate = CrossCollator(
-            model, examples, store, config.group_size, config.seed, config.random_negatives
-        )
+            model, examples, store, config.group_size, config.seed, config.random_negatives,
+            reads_teacher_scores(config),
+        )  # fmt: skip
         return CrossTrainingModule(model, loss, config.group_size), collate, {"model": model}
     dual = DualEncoder.from_pretrained(config.model, **config.model_settings.overrides())
     if config.kind == "joint":
@@ -168,9 +169,10 @@ def _build(config: TrainConfig, store: PassageStore, examples: ResolvedExamples)
 
 
 def reads_teacher_scores(config: TrainConfig) -> bool:
-    """A dual run that distils the examples' stored re-ranker scores (margin_mse); train_joint
-    takes its teacher's scores from the live re-ranker instead."""
-    return config.kind == "dual" and config.loss == "margin_mse"
+    """A run that distils the teacher scores stored with its examples: a dual one the
+    re-ranker's (margin_mse), a cross one the retriever's (listwise_ce_kl); train_joint takes
+    its teacher's scores from the live re-ranker instead."""
+    return (config.kind, config.loss) in {("dual", "margin_mse"), ("cross", "listwise_ce_kl")}
 
 
 def build_sampler(config: TrainConfig, examples, world: int) -> StepSampler:

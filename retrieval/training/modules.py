@@ -65,8 +65,11 @@ class CrossTrainingModule(nn.Module):
         super().__init__()
         self.model, self.loss, self.group_size = model, loss, group_size
 
-    def forward(self, inputs: dict) -> torch.Tensor:
+    def forward(self, inputs: dict, teacher: dict | None = None) -> torch.Tensor:
+        """``teacher``: the stored teacher scores of each group (loss listwise_ce_kl)."""
         (logits,) = as_fp32(self.model(inputs).view(-1, self.group_size))
+        if teacher is not None:
+            return self.loss(logits, teacher["scores"])
         if isinstance(self.loss, PointwiseBCELoss):
             labels = torch.zeros_like(logits)
             labels[:, 0] = 1

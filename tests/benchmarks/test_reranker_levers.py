@@ -36,6 +36,7 @@ EXPECTED = {
         "base_init": {"init": "base"},
         "deeper_negatives": {"deep_negatives": 8},
         "pointwise_bce": {"train.loss": "pointwise_bce"},
+        "retriever_kl": {"train.loss": "listwise_ce_kl"},
         "longer_pairs": {"train.cross_max_len": 192},
     },
     "scifact": {
@@ -44,6 +45,7 @@ EXPECTED = {
         "base_init": {"init": "base"},
         "deeper_negatives": {"deep_negatives": 32},
         "pointwise_bce": {"train.loss": "pointwise_bce"},
+        "retriever_kl": {"train.loss": "listwise_ce_kl"},
         "longer_pairs": {"train.cross_max_len": 384},
     },
 }
