@@ -35,6 +35,10 @@ def _deeper(config: PipelineConfig) -> tuple[str, ...]:
     return (f"{CROSS}.deep_negatives={2 * deep or config.stages.mine.negatives}",)
 
 
+def _double_epochs(config: PipelineConfig) -> tuple[str, ...]:
+    return (f"{CROSS}.train.epochs={2 * _cross(config).train.epochs}",)
+
+
 def _larger_groups(config: PipelineConfig) -> tuple[str, ...]:
     """Groups twice as large; when mine keeps too few negatives for them, the rest come from
     its deeper ranks (deep_negatives), as train_cross would refuse the group otherwise."""
@@ -55,7 +59,7 @@ def _base_init(config: PipelineConfig) -> tuple[str, ...]:
 LEVERS = (
     Lever(
         "double_epochs",
-        lambda c: (f"{CROSS}.train.epochs={2 * _cross(c).train.epochs}",),
+        _double_epochs,
         "twice the epochs over the same training queries",
     ),
     Lever(
@@ -82,6 +86,11 @@ LEVERS = (
         "retriever_kl",
         lambda c: (f"{CROSS}.train.loss=listwise_ce_kl",),
         "listwise CE plus KL to the retriever's distribution over each group (mine's scores)",
+    ),
+    Lever(
+        "double_epochs_retriever_kl",
+        lambda c: (*_double_epochs(c), f"{CROSS}.train.loss=listwise_ce_kl"),
+        "the two above together: does the KL add to a re-ranker trained long enough?",
     ),
     Lever(
         "longer_pairs",

@@ -37,6 +37,7 @@ EXPECTED = {
         "deeper_negatives": {"deep_negatives": 8},
         "pointwise_bce": {"train.loss": "pointwise_bce"},
         "retriever_kl": {"train.loss": "listwise_ce_kl"},
+        "double_epochs_retriever_kl": {"train.epochs": 2, "train.loss": "listwise_ce_kl"},
         "longer_pairs": {"train.cross_max_len": 192},
     },
     "scifact": {
@@ -46,6 +47,7 @@ EXPECTED = {
         "deeper_negatives": {"deep_negatives": 32},
         "pointwise_bce": {"train.loss": "pointwise_bce"},
         "retriever_kl": {"train.loss": "listwise_ce_kl"},
+        "double_epochs_retriever_kl": {"train.epochs": 4, "train.loss": "listwise_ce_kl"},
         "longer_pairs": {"train.cross_max_len": 384},
     },
 }
