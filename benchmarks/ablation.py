@@ -110,8 +110,11 @@ def run_row(setup: Setup, row: Row, seed: int) -> bool:
 
 
 def table_lines(setup: Setup, rows: list[Row], seeds: list[int]) -> tuple[list[Line], list[Line]]:
-    """(the baseline at each stage a row reports, one line per row), read from the runs."""
+    """(the baseline at each stage a row reports, one line per row), read from the runs. With
+    no rows (`--rows baseline`) the baseline is shown at every retriever stage it evaluated."""
     stages = [s for s in STAGE_ORDER if any(row.stage == s for row in rows)]
+    if not rows:
+        stages = evaluated_retrievers(setup, seeds)
     baselines = [
         Line(BASELINE, BASELINE_ABOUT, stage,
              {seed: stage_metric(setup.run_dir(BASELINE, seed), stage) for seed in seeds})
@@ -123,6 +126,17 @@ def table_lines(setup: Setup, rows: list[Row], seeds: list[int]) -> tuple[list[L
         for row in rows
     ]  # fmt: skip
     return baselines, lines
+
+
+def evaluated_retrievers(setup: Setup, seeds: list[int]) -> list[str]:
+    """The retriever stages (train_dual_*, train_joint) the baseline's evaluate scored in any
+    seed; all of them before any has finished."""
+    retrievers = [s for s in STAGE_ORDER if s.startswith(("train_dual", "train_joint"))]
+    scored = [
+        stage for stage in retrievers
+        if any(stage_metric(setup.run_dir(BASELINE, seed), stage) is not None for seed in seeds)
+    ]  # fmt: skip
+    return scored or retrievers
 
 
 def commands(setup: Setup, rows: list[Row], seeds: list[int]) -> dict[str, str]:

@@ -225,6 +225,30 @@ def test_the_table_reads_each_rows_stage_and_pairs_its_change_by_seed(tmp_path):
     }
 
 
+def test_a_baseline_alone_is_shown_at_each_retriever_stage_it_evaluated(tmp_path):
+    """`--rows baseline` (the baseline runs only, e.g. before the levers on another config): the
+    table lists the baseline's retrievers, where before it had no stage and the table failed."""
+    setup = Setup(REPO / "configs" / "demo.yaml", tmp_path)
+    write_metrics(setup.run_dir("baseline", 0), {
+        "zero-shot": {"ndcg@10": 0.6}, "train_dual_0": {"ndcg@10": 0.7},
+        "train_joint": {"ndcg@10": 0.8},
+    })  # fmt: skip
+    baselines, lines = ablation.table_lines(setup, chosen_rows("baseline"), [0, 1])
+    assert lines == []
+    assert [(b.stage, b.values) for b in baselines] == [
+        ("train_dual_0", {0: 0.7, 1: None}), ("train_joint", {0: 0.8, 1: None}),
+    ]  # fmt: skip
+    rows = markdown(baselines, lines, [0, 1]).splitlines()[2:]
+    assert [[c.strip() for c in r.split("|")[3:-1]] for r in rows] == [
+        ["train_dual_0", "0.700", "not yet run", "0.700", "–"],
+        ["train_joint", "0.800", "not yet run", "0.800", "–"],
+    ]  # fmt: skip
+    nothing_yet, _ = ablation.table_lines(setup, [], [1])
+    assert [b.stage for b in nothing_yet] == [
+        "train_dual_0", "train_dual_1", "train_dual_2", "train_joint",
+    ]  # fmt: skip
+
+
 def test_a_line_of_no_runs_says_so():
     empty, base = Line("r", "about", "train_dual_1", {0: None}), Line("b", "", "train_dual_1")
     row = markdown([base], [empty], [0]).splitlines()[-1]
