@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-import psutil
+from pipelines.process_identity import identity, still_running
 
 # Ray Train's placement-group cleaner asks the State API, which the dashboard serves, whether the
 # controller is alive; with the dashboard off it warns about it every few seconds of training.
@@ -48,19 +48,13 @@ def setup_worker() -> None:
 
 
 def driver_identity() -> dict:
-    me = psutil.Process()
-    return {"pid": me.pid, "host": socket.gethostname(), "create_time": me.create_time()}
+    return identity()
 
 
 def driver_alive(driver: dict) -> bool:
-    """Whether the driver process is still running (and its pid was not given to another)."""
-    try:
-        process = psutil.Process(driver["pid"])
-        return abs(process.create_time() - driver["create_time"]) < 0.05 and (
-            process.status() != psutil.STATUS_ZOMBIE
-        )
-    except psutil.Error:
-        return False
+    """Whether the driver process is still running (and its pid was not given to another;
+    a step of the wall clock does not make it another: pipelines/process_identity.py)."""
+    return still_running(driver)
 
 
 def watch_driver(driver: dict, every_s: float = DRIVER_WATCH_S) -> threading.Thread | None:

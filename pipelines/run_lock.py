@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from pipelines.process_identity import identity, still_running
 from retrieval.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def busy_message(directory: Path, holder: dict | None, path: Path) -> str:
         return f"{directory} is in use by another run ({_holders_text(path)}); stop it or wait"
     pid, host = holder.get("pid"), holder.get("host")
     who = f"{holder.get('purpose', 'a run')} pid {pid} on {host}, started {holder.get('started')}"
-    if host == socket.gethostname() and not _alive(pid, holder.get("create_time")):
+    if host == socket.gethostname() and not still_running(holder):
         return (
             f"{directory} is in use: {who} has exited, but processes it started still hold "
             f"{path.name} ({_holders_text(path)}); stop them or wait for them"
@@ -193,25 +194,14 @@ def _read_holder(fd: int) -> dict | None:
 
 
 def _write_holder(fd: int, purpose: str) -> None:
-    me = psutil.Process()
+    me = identity()
     holder = {
-        "pid": me.pid,
-        "host": socket.gethostname(),
+        **me,
         "purpose": purpose,
-        "started": datetime.fromtimestamp(me.create_time()).isoformat(timespec="seconds"),
-        "create_time": me.create_time(),
+        "started": datetime.fromtimestamp(me["create_time"]).isoformat(timespec="seconds"),
     }
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
-
-
-def _alive(pid: int | None, create_time: float | None) -> bool:
-    """Whether ``pid`` is the process that wrote the lock (not a later one given its number)."""
-    try:
-        process = psutil.Process(int(pid))
-        return create_time is None or abs(process.create_time() - create_time) < 0.05
-    except (psutil.Error, TypeError, ValueError):
-        return False
 
 
 def _holders_text(path: Path) -> str:
