@@ -7,9 +7,11 @@ gets its own folder, runs/reranker-levers/NAME/LEVER-sS, which starts with hard 
 baseline's stages train_cross reads (prepare, train_dual_0, mine), then `rqa run --only
 train_cross` with the lever's --set overrides. Every re-ranker (the baseline's own train_cross
 and each lever's) scores the same list: the baseline's final retriever's top ``--depth`` dev
-passages (benchmarks/reranker.py's scoring, cached). The table gives nDCG@10 per seed, re-ranked
-alone and fused with the retriever by RRF, the paired change against the baseline's re-ranker,
-and the margin over the final retriever that issue 33 asks of a re-ranker (>= 0.02 in every seed).
+passages (benchmarks/reranker.py's scoring, cached); beside them, the run's final re-ranker
+(train_joint's) as its evaluate stage scored that list (run-rerank.trec). The table gives nDCG@10
+per seed, re-ranked alone and fused with the retriever by RRF, the paired change against the
+baseline's re-ranker, and the margin over the final retriever that issue 33 asks of a re-ranker
+(>= 0.02 in every seed); two more give the means by re-ranking depth, alone and fused.
 
 Usage:
   python benchmarks/reranker_levers.py [--config configs/demo.yaml] [--seeds 0,1]
@@ -38,6 +40,8 @@ from retrieval.tables.labels import read_qrels
 
 STAGE = "train_cross"
 SPLIT = "dev"
+# the run's final re-ranker (train_joint's) as the evaluate stage scored it: its own TREC run
+FINAL = "final (evaluate)"
 # the margin over the final retriever a re-ranker must have in every seed (issue 33)
 TARGET_MARGIN = 0.02
 
@@ -103,7 +107,25 @@ def seed_scores(setup: Setup, baselines: Path, levers: list[Lever], seed: int, d
         rows = depth_rows(name, name, top, scored(folder, top, tables, SPLIT, None), judged)
         found[name] = {row[2]: (row[4], row[5]) for row in rows if row[2] <= depth}
         own = rows[0][3]
+    final = evaluated_logits(baseline_dir, top)
+    if final is not None:
+        rows = depth_rows(FINAL, FINAL, top, final, judged)
+        found[FINAL] = {row[2]: (row[4], row[5]) for row in rows if row[2] <= depth}
+        own = rows[0][3]
     return retriever, own, found
+
+
+def evaluated_logits(baseline_dir: Path, top: dict) -> dict | None:
+    """The final re-ranker's logits for ``top`` from the evaluate stage's run-rerank.trec (the
+    scores behind its reported rerank_ndcg@10, so nothing is scored again); None where that
+    run lacks a pair of ``top`` (evaluate re-ranked less deep)."""
+    path = baseline_dir / "evaluate" / "run-rerank.trec"
+    if not path.is_file():
+        return None
+    logits = read_trec_run(path)
+    if any(p not in logits.get(q, {}) for q in top for p in top[q]):
+        return None
+    return logits
 
 
 def summary_rows(names: list[str], seeds: list[int], scores: dict, depth: int) -> list[list]:
@@ -132,17 +154,21 @@ def summary_rows(names: list[str], seeds: list[int], scores: dict, depth: int) -
     return rows
 
 
-def depth_means(names: list[str], seeds: list[int], scores: dict, depth: int) -> list[list]:
-    """Per re-ranker, its mean nDCG@10 alone over the seeds it ran, after re-ranking the top
-    d for each d of DEPTHS up to ``depth``: where in the list a lever helps or hurts."""
+def depth_means(
+    names: list[str], seeds: list[int], scores: dict, depth: int, fused: bool = False
+) -> list[list]:
+    """Per re-ranker, its mean nDCG@10 over the seeds it ran, after re-ranking the top d for
+    each d of DEPTHS up to ``depth``, alone (or ``fused`` with the retriever by RRF): where in
+    the list a lever helps or hurts, and how deep evaluate should re-rank."""
+    part = 1 if fused else 0
     depths = [d for d in DEPTHS if d <= depth]
     rows = [["retriever", *(round(statistics.mean(scores[s][1] for s in seeds), 4)
                             for _ in depths)]]  # fmt: skip
     for name in names:
         have = [s for s in seeds if name in scores[s][2]]
         if have:
-            rows.append([name, *(round(statistics.mean(scores[s][2][name][d][0] for s in have), 4)
-                                 for d in depths)])  # fmt: skip
+            rows.append([name, *(round(statistics.mean(scores[s][2][name][d][part] for s in have),
+                                       4) for d in depths)])  # fmt: skip
     return rows
 
 
@@ -169,18 +195,21 @@ def main(argv: list[str] | None = None) -> int:
     headers = ["re-ranker", *(f"alone, seed {s}" for s in args.seeds), "mean",
                "paired change", "+ RRF, mean", "paired change",
                "alone - retriever", f">= +{TARGET_MARGIN}"]  # fmt: skip
-    names = [BASELINE, *(lever.name for lever in levers)]
+    names = [BASELINE, FINAL, *(lever.name for lever in levers)]
     rows = summary_rows(names, args.seeds, scores, args.depth)
     by_depth = depth_means(names, args.seeds, scores, args.depth)
+    fused_by_depth = depth_means(names, args.seeds, scores, args.depth, fused=True)
     retrievers = ", ".join(f"seed {s} {scores[s][0]} {scores[s][1]:.4f}" for s in args.seeds)
-    print(f"\n{name}: dev nDCG@10 of train_cross over the final top {args.depth} "
+    print(f"\n{name}: dev nDCG@10 of each re-ranker over the final top {args.depth} "
           f"(retriever: {retrievers})\n\n{table(headers, rows)}")  # fmt: skip
     depth_headers = ["re-ranker, mean over seeds", *(f"top {d}" for d in DEPTHS if d <= args.depth)]
     print(f"\nalone, by re-ranking depth\n\n{table(depth_headers, by_depth)}")
+    print(f"\n+ RRF, by re-ranking depth\n\n{table(depth_headers, fused_by_depth)}")
     write_result(f"reranker-levers-{name}", {
         "config": str(args.config), "depth": args.depth, "seeds": args.seeds,
         "retriever": {s: scores[s][:2] for s in args.seeds},
         "rerankers": {s: scores[s][2] for s in args.seeds}, "table": rows, "by_depth": by_depth,
+        "fused_by_depth": fused_by_depth,
         "failed": failed, "commands": commands,
     })  # fmt: skip
     if failed:

@@ -147,3 +147,68 @@ def test_the_depth_table_averages_each_rerankers_seeds_at_each_depth(monkeypatch
     rows = reranker_levers.depth_means(["baseline", "b"], [0, 1], scores, depth=100)
     assert rows == [["retriever", 0.75, 0.75], ["baseline", 0.71, 0.65], ["b", 0.64, 0.61]]
     assert reranker_levers.depth_means(["b"], [0, 1], scores, depth=10)[1] == ["b", 0.64]
+    # fused: the second of each pair
+    assert reranker_levers.depth_means(["baseline"], [0, 1], scores, depth=100, fused=True) == [
+        ["retriever", 0.75, 0.75], ["baseline", 0.755, 0.765]]  # fmt: skip
+
+
+def _trec(path: Path, run: dict[str, dict[str, float]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"{q} Q0 {p} {rank} {s} t"
+        for q, scores in run.items()
+        for rank, (p, s) in enumerate(sorted(scores.items(), key=lambda x: -x[1]), 1)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _ndcg10(qrels: dict, order: dict[str, list[str]]) -> float:
+    """pytrec_eval's mean nDCG@10 of runs given as orders (scores falling with rank)."""
+    import pytrec_eval
+
+    run = {q: {p: float(len(ps) - i) for i, p in enumerate(ps)} for q, ps in order.items()}
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(run)
+    return sum(v["ndcg_cut_10"] for v in per_query.values()) / len(per_query)
+
+
+def test_the_final_rerankers_rows_come_from_evaluates_own_scores_at_each_depth(
+    tmp_path, monkeypatch
+):
+    from retrieval.tables.schemas import QRELS
+    from retrieval.tables.store import write_table
+
+    monkeypatch.setattr(reranker_levers, "DEPTHS", (2, 3))
+    monkeypatch.setattr(sys.modules["reranker"], "DEPTHS", (2, 3))
+    baseline = tmp_path / "scifact" / "baseline-s0"
+    qrels = {"q1": {"c": 1}, "q2": {"a": 1}}
+    write_table(baseline / "prepare" / "qrels-dev",
+                [{"qid": q, "pid": p, "relevance": r} for q, d in qrels.items()
+                 for p, r in d.items()], QRELS)  # fmt: skip
+    # the retriever ranks a, b, c for both queries; the re-ranker orders c, b, a
+    _trec(baseline / "evaluate" / "run-train_joint.trec",
+          {q: {"a": 0.9, "b": 0.8, "c": 0.7} for q in qrels})  # fmt: skip
+    _trec(baseline / "evaluate" / "run-rerank.trec", {q: {"a": -3.0, "b": -2.0, "c": -1.0}
+                                                      for q in qrels})  # fmt: skip
+
+    retriever, own, found = reranker_levers.seed_scores(None, tmp_path / "scifact", [], 0, depth=3)
+
+    assert retriever == "train_joint" and list(found) == [reranker_levers.FINAL]
+    assert own == pytest.approx(_ndcg10(qrels, {q: ["a", "b", "c"] for q in qrels}))
+    # re-ranking the top d gives a list of d: top 2 alone b, a; top 3 c, b, a
+    alone = {2: {q: ["b", "a"] for q in qrels}, 3: {q: ["c", "b", "a"] for q in qrels}}
+    # RRF (k 60) of the retriever and the re-ranker: over the top 2, a and b tie at
+    # 1/61 + 1/62 (trec order breaks a tie by pid, falling: b before a); over the top 3, a and
+    # c get 1/61 + 1/63, more than b's 2/62, and tie (c before a)
+    fused = {2: {q: ["b", "a"] for q in qrels}, 3: {q: ["c", "a", "b"] for q in qrels}}
+    for depth in (2, 3):
+        assert found[reranker_levers.FINAL][depth][0] == pytest.approx(
+            _ndcg10(qrels, alone[depth]), abs=1e-4)  # fmt: skip
+        assert found[reranker_levers.FINAL][depth][1] == pytest.approx(
+            _ndcg10(qrels, fused[depth]), abs=1e-4)  # fmt: skip
+
+    # evaluate re-ranked only the top 2: its scores cannot give a top 3
+    _trec(baseline / "evaluate" / "run-rerank.trec", {q: {"a": -3.0, "b": -2.0} for q in qrels})
+    assert (
+        reranker_levers.FINAL
+        not in reranker_levers.seed_scores(None, tmp_path / "scifact", [], 0, 3)[2]
+    )
