@@ -153,13 +153,11 @@ def test_the_depth_table_averages_each_rerankers_seeds_at_each_depth(monkeypatch
 
 
 def _trec(path: Path, run: dict[str, dict[str, float]]) -> None:
+    """A TREC run as the evaluate stage writes it."""
+    from retrieval.metrics import write_trec_run
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [
-        f"{q} Q0 {p} {rank} {s} t"
-        for q, scores in run.items()
-        for rank, (p, s) in enumerate(sorted(scores.items(), key=lambda x: -x[1]), 1)
-    ]
-    path.write_text("\n".join(lines) + "\n")
+    write_trec_run(run, path)
 
 
 def _ndcg10(qrels: dict, order: dict[str, list[str]]) -> float:
