@@ -95,6 +95,13 @@ ROWS = (
         "RocketQAv2's listwise KL (the baseline)",
     ),
     Row(
+        "joint_augmented",
+        ("stages.train_joint.augmented=true",),
+        "train_joint",
+        "train_joint also trains on augment's pseudo-labelled queries (after denoise's lists, "
+        "same steps): the final re-ranker meets queries beyond the labelled ones",
+    ),
+    Row(
         "select_last",
         (
             f"stages.train_dual_1.train.evaluation.every_steps={EVAL_EVERY}",

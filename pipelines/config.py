@@ -176,6 +176,11 @@ class CrossTrainStage(TrainStage):
 
 class JointTrainStage(TrainStage):
     train: JointStageTrain = Field(default_factory=JointStageTrain)
+    augmented: bool = Field(
+        default=False,
+        description="also train on augment's pseudo-labelled examples (RocketQA's augmentation, "
+        "which otherwise only train_dual_2 sees): the final re-ranker meets new queries too",
+    )
 
 
 # Domain pre-training methods: the training kind and loss each one runs.
@@ -416,13 +421,20 @@ GROUPS_OF_MINED_NEGATIVES = ("train_cross", "train_joint")
 
 def check_runnable(config: PipelineConfig, source: object) -> None:
     """Settings that validate one by one but cannot run together, refused in one line before
-    any work: augmentation with no source of queries, and a training group (1 positive +
-    group_size - 1 negatives) larger than the negatives its examples can hold."""
+    any work: augmentation with no source of queries (or none run for train_joint to read),
+    and a training group (1 positive + group_size - 1 negatives) larger than the negatives its
+    examples can hold."""
     augment = config.stages.augment
     if config.enabled("augment") and augment.queries_file is None and not augment.from_corpus:
         raise ConfigError(
             f"{source}: key 'stages.augment': augment is enabled but has no queries; set "
             "stages.augment.queries_file or stages.augment.from_corpus, or enabled: false"
+        )
+    joint = config.stages.train_joint
+    if config.enabled("train_joint") and joint.augmented and not config.enabled("augment"):
+        raise ConfigError(
+            f"{source}: key 'stages.train_joint.augmented': it trains on augment's examples, "
+            "but augment is off; enable augment or set augmented: false"
         )
     for name in type(config.stages).model_fields:
         section = getattr(config.stages, name)

@@ -3,6 +3,7 @@ then run the shared training launcher with checkpoints in the stage's work folde
 
 from __future__ import annotations
 
+import logging
 from itertools import chain
 from pathlib import Path
 
@@ -20,8 +21,10 @@ from pipelines.stages.spec import External, Output, StageSpec
 from pipelines.stages.trained_model import launch_and_collect
 from retrieval.models.dual_encoder import DualEncoderSettings
 from retrieval.tables.schemas import CANDIDATES, EXAMPLES, SCORED_EXAMPLES
-from retrieval.tables.store import iter_shards, table_exists, write_table
+from retrieval.tables.store import iter_shards, read_manifest, table_exists, write_table
 from retrieval.training.config import TrainConfig, absolute_paths, validate_train_config
+
+logger = logging.getLogger(__name__)
 
 EXAMPLES_FROM = {  # the examples table each stage trains on, by producing stage and name
     "train_cross": ("mine", "examples-{split}"),
@@ -66,7 +69,7 @@ def spec(config: PipelineConfig, name: str) -> StageSpec:
         reads["examples"] = Output(stage, table.format(split=split))
     if name == "train_cross":
         reads.update(cross_reads(config, split))
-    if name == "train_dual_2":
+    if name == "train_dual_2" or (name == "train_joint" and config.stages.train_joint.augmented):
         reads["augmented"] = Output("augment", "examples-augmented")
     if name == "train_joint":
         reads["cross_model"] = Output("train_cross", "model")
@@ -145,6 +148,9 @@ def examples_for(ctx: StageContext) -> Path | None:
     combined = ctx.work / "examples-combined"
     shards = chain(iter_shards(ctx.path("examples")), iter_shards(ctx.path("augmented")))
     write_table(combined, (as_examples(shard) for shard in shards), EXAMPLES)
+    labelled, augmented = (read_manifest(ctx.path(n))["rows"] for n in ("examples", "augmented"))
+    logger.info("%s trains on %d examples: %d labelled, then %d of augment's pseudo-labelled",
+                ctx.name, labelled + augmented, labelled, augmented)  # fmt: skip
     return combined
 
 

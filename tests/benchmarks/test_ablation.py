@@ -55,6 +55,7 @@ EXPECTED = {
     "mask_false_negatives": (UP_TO_DENOISE, ("train_dual_1", "evaluate")),
     "no_duplicates_mask": (UP_TO_DENOISE, ("train_dual_1", "evaluate")),
     "joint_margin_mse": (ALL[:-2], ("train_joint", "evaluate")),
+    "joint_augmented": (ALL[:-2], ("train_joint", "evaluate")),
     "select_last": (UP_TO_DENOISE, ("train_dual_1", "evaluate")),
     "select_best": (UP_TO_DENOISE, ("train_dual_1", "evaluate")),
 }
