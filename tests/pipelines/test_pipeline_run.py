@@ -47,8 +47,9 @@ def tiny_config(tmp_path: Path, name: str, model: Path, scifact: Path) -> Path:
             "train_dual_1": {"train": {**TRAIN, "hard_negatives": 1, "random_negatives": True}},
             "augment": {"from_corpus": 12, "depth": 5, "mode": "relative", "margin": 0.0},
             "train_dual_2": {"train": TRAIN},
-            "train_joint": {"enabled": True, "train": {**TRAIN, "group_size": 3,
-                                                       "cross_max_len": 64}},
+            # augmented: augment's pseudo-labelled examples after denoise's lists
+            "train_joint": {"enabled": True, "augmented": True,
+                            "train": {**TRAIN, "group_size": 3, "cross_max_len": 64}},
             "evaluate": {"k": 20, "rerank_depth": 5},
         },
     }  # fmt: skip
@@ -62,6 +63,7 @@ def manifest(run_dir: Path, stage: str) -> dict:
 
 
 SPY_LOG = "corpus-embeddings.jsonl"  # beside the run folder: tests/helpers_corpus_spy.py
+STDERR = "rqa-stderr.log"  # beside it too: what `rqa run` logged
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,10 @@ def finished_run(tmp_path_factory, tiny_bert_dir, scifact_dir):
     tmp = tmp_path_factory.mktemp("pipeline")
     config = tiny_config(tmp, "whole", tiny_bert_dir, scifact_dir)
     spied = [sys.executable, "-m", "tests.helpers_corpus_spy", str(tmp / SPY_LOG)]
-    out = finish(spawn([*spied, "run", str(config)]))
+    proc = spawn([*spied, "run", str(config)])
+    out = finish(proc)
+    proc.err_file.seek(0)
+    (tmp / STDERR).write_text(proc.err_file.read())  # the run's log
     return config, tmp / "whole", out
 
 
@@ -101,6 +106,18 @@ def test_mine_draws_title_queries_that_train_cross_trains_on(finished_run):
         assert row["negatives"] and row["positives"][0] not in row["negatives"]
     inputs = manifest(run_dir, "train_cross")["basis"]["inputs"]
     assert inputs["titles"] == output_id(manifest(run_dir, "mine"))
+
+
+def test_train_joint_trains_on_denoises_lists_then_augments_examples(finished_run):
+    _, run_dir, _ = finished_run
+    log = (run_dir.parent / STDERR).read_text()
+    labelled = read_manifest(run_dir / "denoise" / "examples-joint-train")["rows"]
+    augmented = read_manifest(run_dir / "augment" / "examples-augmented")["rows"]
+    assert augmented > 0
+    assert (f"train_joint trains on {labelled + augmented} examples: {labelled} labelled, then "
+            f"{augmented} of augment's pseudo-labelled") in log  # fmt: skip
+    inputs = manifest(run_dir, "train_joint")["basis"]["inputs"]
+    assert inputs["augmented"] == output_id(manifest(run_dir, "augment"))
 
 
 def test_evaluate_reuses_the_embeddings_mine_and_augment_made(finished_run, tiny_bert_dir):
