@@ -29,6 +29,9 @@ BASELINE = "baseline"
 # examples refuses such a query unless it may draw random corpus passages instead.
 RANDOM_CROSS = "stages.train_cross.train.random_negatives=true"
 RANDOM_DUAL_1 = "stages.train_dual_1.train.random_negatives=true"
+# augment keeps a pseudo-query whose other passages all score within its margin of the top one
+# with no negative (train_dual_2 draws random ones for them in the shipped configs)
+RANDOM_JOINT = "stages.train_joint.train.random_negatives=true"
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ ROWS = (
     ),
     Row(
         "joint_augmented",
-        ("stages.train_joint.augmented=true",),
+        ("stages.train_joint.augmented=true", RANDOM_JOINT),
         "train_joint",
         "train_joint also trains on augment's pseudo-labelled queries (after denoise's lists, "
         "same steps): the final re-ranker meets queries beyond the labelled ones",
