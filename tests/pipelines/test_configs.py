@@ -7,6 +7,7 @@ import yaml
 
 from pipelines.config import PipelineConfig, check_train_sections
 from pipelines.runner import check_graph
+from tests.helpers_config import load_raw
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
@@ -143,15 +144,6 @@ def test_data_beir_override_replaces_the_configs_data_folder(tmp_path):
     config = load_pipeline_config(nq, data_beir=tmp_path)
     assert config.data.beir == tmp_path and config.data.tables is None
     assert config.data.eval_split == "test"  # the rest of the data section is kept
-
-
-def load_raw(tmp_path, raw: dict):
-    from pipelines.config import load_pipeline_config
-
-    raw["data"] = {"beir": str(tmp_path)}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return load_pipeline_config(path)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

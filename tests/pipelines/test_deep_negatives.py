@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.config import PipelineConfig, load_pipeline_config
+from pipelines.config import PipelineConfig
 from pipelines.stages import stage_spec
 from pipelines.stages.deep_negatives import add_deep_negatives, deep_examples
 from pipelines.stages.spec import Output
 from retrieval.errors import ConfigError
 from retrieval.tables import ANSWERS, CANDIDATES, CORPUS, EXAMPLES, read_table, write_table
+from tests.helpers_config import load_raw
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
@@ -72,18 +73,11 @@ def test_train_cross_reads_mine_candidates_only_when_it_draws_deep_negatives(tmp
     assert reads["candidates"] == Output("mine", "candidates-train")
 
 
-def _load(tmp_path, raw: dict) -> PipelineConfig:
-    raw["data"] = {"beir": str(tmp_path)}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return load_pipeline_config(path)
-
-
 def test_deep_negatives_elsewhere_than_train_cross_is_one_line(tmp_path):
     raw = yaml.safe_load(DEMO.read_text())
     raw["stages"]["train_dual_1"]["deep_negatives"] = 4
     with pytest.raises(ConfigError) as err:
-        _load(tmp_path, raw)
+        load_raw(tmp_path, raw)
     message = str(err.value)
     assert "key 'stages.train_dual_1.deep_negatives'" in message and "\n" not in message
 
@@ -94,6 +88,6 @@ def test_deep_negatives_count_toward_train_cross_group(tmp_path):
     raw["stages"]["train_joint"] = {"enabled": False}
     raw["stages"]["train_cross"]["train"]["group_size"] = 12  # 11 negatives: 6 top + 5 deep
     with pytest.raises(ConfigError, match="group_size': 12 needs 11"):
-        _load(tmp_path, raw)
+        load_raw(tmp_path, raw)
     raw["stages"]["train_cross"]["deep_negatives"] = 5
-    assert _load(tmp_path, raw).stages.train_cross.deep_negatives == 5
+    assert load_raw(tmp_path, raw).stages.train_cross.deep_negatives == 5

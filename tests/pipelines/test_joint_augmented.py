@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.config import PipelineConfig, load_pipeline_config
+from pipelines.config import PipelineConfig
 from pipelines.stages import stage_spec
 from pipelines.stages.context import StageContext
 from pipelines.stages.spec import Output
@@ -17,6 +17,7 @@ from pipelines.stages.training import examples_for
 from retrieval.errors import ConfigError
 from retrieval.tables import EXAMPLES, read_table, write_table
 from retrieval.tables.schemas import SCORED_EXAMPLES
+from tests.helpers_config import load_raw
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
@@ -71,21 +72,14 @@ def test_augmented_examples_join_scored_lists_in_the_plain_schema(tmp_path):
     assert table["qid"].to_pylist() == ["q1", "aug-0"]
 
 
-def _load(tmp_path, raw: dict) -> PipelineConfig:
-    raw["data"] = {"beir": str(tmp_path)}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return load_pipeline_config(path)
-
-
 def test_augmented_joint_with_augment_off_is_one_line(tmp_path):
     raw = _raw(True)
     raw["stages"]["augment"]["enabled"] = False
     raw["stages"]["train_dual_2"] = {"enabled": False}  # it reads augment's examples too
     with pytest.raises(ConfigError) as err:
-        _load(tmp_path, raw)
+        load_raw(tmp_path, raw)
     message = str(err.value)
     assert "key 'stages.train_joint.augmented'" in message and "\n" not in message
     assert "config.yaml" in message
     raw["stages"]["train_joint"]["augmented"] = False
-    assert not _load(tmp_path, raw).enabled("augment")
+    assert not load_raw(tmp_path, raw).enabled("augment")

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from pipelines.config import MineStage, PipelineConfig, PositiveAwareRule, load_pipeline_config
+from pipelines.config import MineStage, PipelineConfig, PositiveAwareRule
 from pipelines.stages import stage_spec
 from pipelines.stages.denoise import decide
 from pipelines.stages.mine import mine_examples
@@ -22,6 +22,7 @@ from pipelines.stages.spec import Output
 from retrieval.errors import ConfigError
 from retrieval.tables import CANDIDATES, EXAMPLES, read_table, write_table
 from retrieval.tables.schemas import embeddings_schema
+from tests.helpers_config import load_raw
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
@@ -152,13 +153,6 @@ def test_denoise_still_filters_what_positive_aware_mining_kept(mined):
     assert out["negatives"] == ["n4", "n5"] and dropped == 1
 
 
-def _load(tmp_path, raw: dict) -> PipelineConfig:
-    raw["data"] = {"beir": str(tmp_path)}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return load_pipeline_config(path)
-
-
 @pytest.mark.parametrize(
     "rule, says",
     [
@@ -173,7 +167,7 @@ def test_a_bad_positive_aware_section_is_one_line(tmp_path, rule, says):
     raw = yaml.safe_load(DEMO.read_text())
     raw["stages"]["mine"]["positive_aware"] = rule
     with pytest.raises(ConfigError) as err:
-        _load(tmp_path, raw)
+        load_raw(tmp_path, raw)
     message = str(err.value)
     assert "stages.mine.positive_aware" in message and says in message and "\n" not in message
 
@@ -182,12 +176,12 @@ def test_dual_stages_read_mine_examples_when_denoise_is_off(tmp_path):
     """Positive-aware mining as the alternative to denoising: without train_cross and denoise,
     train_dual_1 trains on mine's examples."""
     raw = yaml.safe_load(DEMO.read_text())
-    assert stage_spec(_load(tmp_path, raw), "train_dual_1").reads["examples"] == Output(
+    assert stage_spec(load_raw(tmp_path, raw), "train_dual_1").reads["examples"] == Output(
         "denoise", "examples-train"
     )
     raw["preset"] = "rocketqa"
     raw["stages"]["mine"]["positive_aware"] = {"max_ratio": 0.95}
     for stage in ("train_cross", "denoise", "augment", "train_dual_2", "train_joint"):
         raw["stages"][stage] = {**raw["stages"].get(stage, {}), "enabled": False}
-    config = _load(tmp_path, raw)
+    config = load_raw(tmp_path, raw)
     assert stage_spec(config, "train_dual_1").reads["examples"] == Output("mine", "examples-train")

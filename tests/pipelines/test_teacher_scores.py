@@ -11,12 +11,13 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from pipelines.config import PipelineConfig, load_pipeline_config
+from pipelines.config import PipelineConfig
 from pipelines.stages.denoise import DECISIONS, decide
 from pipelines.stages.training import as_examples
 from retrieval.errors import ConfigError
 from retrieval.tables import EXAMPLES
 from retrieval.tables.schemas import SCORED_EXAMPLES
+from tests.helpers_config import load_raw
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 ROW = {"qid": "q", "query": "x", "positives": ["p1", "p2"], "negatives": ["a", "b", "c", "d"]}
@@ -54,13 +55,6 @@ def test_scored_and_plain_examples_combine_for_train_dual_2():
     assert combined.schema == EXAMPLES and combined.to_pylist() == [ROW, ROW]
 
 
-def _load(tmp_path, raw: dict) -> PipelineConfig:
-    raw["data"] = {"beir": str(tmp_path)}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return load_pipeline_config(path)
-
-
 def _demo(**train) -> dict:
     """demo.yaml with ``train`` keys laid over stages' blocks; its dual stages draw random
     negatives, which margin_mse refuses (no teacher score), so that is off."""
@@ -77,7 +71,7 @@ def test_margin_mse_is_taken_where_the_examples_are_scored(tmp_path):
     raw = _demo(train_dual_1={"loss": "margin_mse", "hard_negatives": 2})
     raw["stages"]["train_joint"] = {**raw["stages"].get("train_joint", {}), "enabled": True}
     raw["stages"]["train_joint"]["train"] = {"loss": "margin_mse"}
-    config = _load(tmp_path, raw)
+    config = load_raw(tmp_path, raw)
     assert config.stages.train_dual_1.train.loss == "margin_mse"
     assert config.stages.train_joint.train.loss == "margin_mse"
 
@@ -103,7 +97,7 @@ def test_margin_mse_elsewhere_is_one_line(tmp_path, stage, train, change, says):
         raw["stages"]["augment"]["from_corpus"] = 10
         raw["stages"]["train_dual_2"] = {**raw["stages"].get("train_dual_2", {}), "enabled": True}
     with pytest.raises(ConfigError) as err:
-        _load(tmp_path, raw)
+        load_raw(tmp_path, raw)
     message = str(err.value)
     assert says in message and "\n" not in message, message
 
