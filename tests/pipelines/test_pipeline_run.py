@@ -47,9 +47,11 @@ def tiny_config(tmp_path: Path, name: str, model: Path, scifact: Path) -> Path:
             "train_dual_1": {"train": {**TRAIN, "hard_negatives": 1, "random_negatives": True}},
             "augment": {"from_corpus": 12, "depth": 5, "mode": "relative", "margin": 0.0},
             "train_dual_2": {"train": TRAIN},
-            # augmented: augment's pseudo-labelled examples after denoise's lists
+            # augmented: augment's pseudo-labelled examples after denoise's lists; a pseudo-query
+            # whose passages all score within the margin of its top one has no negatives
             "train_joint": {"enabled": True, "augmented": True,
-                            "train": {**TRAIN, "group_size": 3, "cross_max_len": 64}},
+                            "train": {**TRAIN, "group_size": 3, "cross_max_len": 64,
+                                      "random_negatives": True}},
             "evaluate": {"k": 20, "rerank_depth": 5},
         },
     }  # fmt: skip
