@@ -29,8 +29,8 @@ BASELINE = "baseline"
 # examples refuses such a query unless it may draw random corpus passages instead.
 RANDOM_CROSS = "stages.train_cross.train.random_negatives=true"
 RANDOM_DUAL_1 = "stages.train_dual_1.train.random_negatives=true"
-# augment keeps a pseudo-query whose other passages all score within its margin of the top one
-# with no negative (train_dual_2 draws random ones for them in the shipped configs)
+# augment keeps a pseudo-query with no negative when all its other passages score within the
+# margin of its top one; train_dual_2 draws random negatives for those in the shipped configs
 RANDOM_JOINT = "stages.train_joint.train.random_negatives=true"
 
 

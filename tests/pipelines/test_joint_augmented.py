@@ -55,9 +55,9 @@ def test_train_joint_trains_on_denoises_lists_then_augments(tmp_path, caplog):
     assert read_table(examples_for(off)).to_pylist() == joint
 
 
-def test_augmented_examples_join_scored_lists_in_the_plain_schema(tmp_path):
-    """denoise's lists may carry the re-ranker's scores (SCORED_EXAMPLES); augment's have
-    none, so both are written in the plain schema."""
+def test_augmented_examples_join_scored_examples_in_the_plain_schema(tmp_path):
+    """The same join serves train_dual_2, whose denoise examples carry the re-ranker's scores
+    (SCORED_EXAMPLES) where augment's have none: both are written in the plain schema."""
     scored = [{"qid": "q1", "query": "a", "positives": ["p0"], "negatives": ["p1"],
                "positive_scores": [2.0], "negative_scores": [-1.0]}]  # fmt: skip
     write_table(tmp_path / "joint", scored, SCORED_EXAMPLES)
@@ -65,7 +65,7 @@ def test_augmented_examples_join_scored_lists_in_the_plain_schema(tmp_path):
                 [{"qid": "aug-0", "query": "c", "positives": ["p6"], "negatives": ["p7"]}],
                 EXAMPLES)  # fmt: skip
     inputs = {"examples": tmp_path / "joint", "augmented": tmp_path / "augmented"}
-    ctx = StageContext("train_joint", PipelineConfig.model_validate(_raw(True)),
+    ctx = StageContext("train_dual_2", PipelineConfig.model_validate(_raw(False)),
                        tmp_path / "out", tmp_path / "work", inputs)  # fmt: skip
     table = read_table(examples_for(ctx))
     assert table.schema.names == EXAMPLES.names
