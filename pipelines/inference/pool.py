@@ -48,8 +48,16 @@ class PartWriter:
 
     def __call__(self, batch: dict) -> pa.Table:
         index = int(batch["index"][0])
-        entry = write_part(self.folder, index, self.work(batch), worker=where())
+        worker = {**where(), **_precision_of(self.work)}
+        entry = write_part(self.folder, index, self.work(batch), worker=worker)
         return pa.Table.from_pylist([{"index": index, **entry}], schema=ENTRY)
+
+
+def _precision_of(work) -> dict:
+    """The precision a worker resolved where it runs ({} for one without): ``auto`` can be bf16
+    on one node and fp32 on another, so each part records its own."""
+    precision = getattr(work, "precision", None)
+    return {"precision": precision} if precision else {}
 
 
 def where() -> dict:

@@ -10,8 +10,10 @@ written. The parts folder is cleared when what the parts are computed from chang
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,10 +24,11 @@ from pipelines.inference.pool import run_to_parts, table_slices
 from pipelines.inference.settings import InferenceSettings
 from pipelines.inference.workers import CorpusEncoder, PairScorer, QueryEncoder
 from retrieval.models import DualEncoder
-from retrieval.precision import resolve_precision
-from retrieval.tables.parts import assemble, folder_stamp, open_parts
+from retrieval.tables.parts import assemble, finished_parts, folder_stamp, open_parts
 from retrieval.tables.schemas import CANDIDATES, embeddings_schema
 from retrieval.tables.store import read_manifest
+
+logger = logging.getLogger(__name__)
 
 ROWS_PER_TASK = 2048  # texts a worker encodes per call
 LISTS_PER_TASK = 1024  # queries' lists a worker scores per call
@@ -54,10 +57,30 @@ def run_step(
     items = table_slices(source, rows_per_task)
     total = read_manifest(source)["rows"]
     _count(run_to_parts(worker, args, items, settings, folder), total, desc, out)
+    meta = {**(meta or {}), **_precision_meta(folder, out)}
     manifest = assemble(folder, out, len(items), schema, meta)
     if own:
         shutil.rmtree(folder, ignore_errors=True)
     return manifest
+
+
+def _precision_meta(folder: Path, out: Path) -> dict:
+    """``{"precision": ...}``: what the workers ran in, as each part recorded it. ``auto``
+    resolves where a worker runs, so a table resumed on another kind of machine (a CPU with or
+    without bf16, a GPU) can hold parts of both: it is written as ``bf16+fp32``, with a warning,
+    rather than passed off as one precision."""
+    used = Counter(
+        entry.get("worker", {}).get("precision") for entry in finished_parts(folder).values()
+    )
+    used.pop(None, None)
+    if len(used) > 1:
+        counts = ", ".join(f"{n} parts in {p}" for p, n in sorted(used.items()))
+        logger.warning(
+            "%s mixes precisions (%s): its parts were computed on different kinds of machine "
+            "under precision: auto; rerun the stage with --force, or set precision to fp32 or "
+            "bf16, for one precision", out, counts,
+        )  # fmt: skip
+    return {"precision": "+".join(sorted(used))} if used else {}
 
 
 def default_parts(out: Path) -> Path:
@@ -91,9 +114,6 @@ def encode_corpus_table(
     model = DualEncoder.from_pretrained(str(model_dir), **overrides)  # dim and settings only
     args = (str(model_dir), settings.batch_size, precision, dtype, overrides)
     meta = {"dim": model.dim, "dtype": dtype, "normalized": model.settings.normalize}
-    used = resolve_precision(precision, _device(settings))
-    if used != "fp32":
-        meta["precision"] = used
     plan = {"step": "encode_corpus", "dtype": dtype, "device": _device(settings),
             **_model_plan(model_dir, precision, overrides, settings.batch_size)}  # fmt: skip
     schema = embeddings_schema(model.dim, dtype)

@@ -90,6 +90,9 @@ def test_corpus_vectors_equal_encode_corpus(settings, ray_local, tables, tiny_be
     encode_corpus(model, tables / "corpus", tmp_path / "ref", batch_size=8, show_progress=False)
     manifest = encode_corpus_table(tiny_bert_dir, tables / "corpus", tmp_path / "out", settings)
     assert manifest["rows"] == 250 and manifest["meta"]["dim"] == model.dim
+    # the precision each worker ran in, as it resolved it (in a Ray actor: there)
+    assert manifest["meta"]["precision"] == "fp32"
+    assert {f["worker"]["precision"] for f in manifest["files"]} == {"fp32"}
     got, want = by_key(tmp_path / "out", "pid"), by_key(tmp_path / "ref", "pid")
     assert (
         read_table(tmp_path / "out")["pid"].to_pylist()
@@ -293,3 +296,55 @@ def test_a_killed_actor_is_restarted_and_the_table_equals_a_whole_run(
     encode_corpus_table(tiny_bert_dir, tables / "corpus", tmp_path / "out", RAY)
     assert int(marker.read_text()) != os.getpid()  # an actor died, not this process
     assert read_table(tmp_path / "out").equals(read_table(tmp_path / "whole"))
+
+
+def test_each_table_records_the_precision_its_workers_ran_in(
+    tables, tiny_bert_dir, cross_dir, tmp_path
+):
+    pids = read_table(tables / "corpus")["pid"].to_pylist()
+    qids = read_table(tables / "queries")["qid"].to_pylist()
+    lists = [{"qid": q, "pids": pids[i : i + 3], "scores": [0.0] * 3} for i, q in enumerate(qids)]
+    write_table(tmp_path / "lists", lists, CANDIDATES)
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        manifests = [
+            encode_corpus_table(tiny_bert_dir, tables / "corpus", out / "c", LOCAL,
+                                precision=precision),
+            encode_queries_table(tiny_bert_dir, tables / "queries", out / "q", LOCAL,
+                                 precision=precision),
+            score_lists(cross_dir, tmp_path / "lists", ["pids"], tables / "corpus",
+                        tables / "queries", out / "s", LOCAL, precision=precision),
+        ]  # fmt: skip
+        for manifest in manifests:
+            assert manifest["meta"]["precision"] == precision
+            assert {f["worker"]["precision"] for f in manifest["files"]} == {precision}
+
+
+def test_a_table_resumed_where_auto_resolves_otherwise_says_it_mixes_precisions(
+    tables, tiny_bert_dir, tmp_path, monkeypatch, caplog
+):
+    """``precision: auto`` is bf16 on a CPU with AVX512-BF16 or AMX and fp32 on one without: a
+    table whose parts were begun on one and finished on the other must say so, not pass off
+    its bf16 parts as fp32."""
+    import retrieval.precision
+    from pipelines.inference import steps
+
+    monkeypatch.setattr(steps, "ROWS_PER_TASK", 40)  # shards of 100, 100, 50: 8 slices
+    monkeypatch.setattr(retrieval.precision, "bf16_is_fast", lambda device="cpu": False)
+    parts = tmp_path / "parts"
+    first = encode_corpus_table(
+        tiny_bert_dir, tables / "corpus", tmp_path / "fp32", LOCAL, precision="auto", parts=parts
+    )
+    assert first["meta"]["precision"] == "fp32"
+    for entry in sorted(parts.glob("part-*.json"))[:3]:
+        entry.unlink()  # as if the first machine had stopped before these three
+    monkeypatch.setattr(retrieval.precision, "bf16_is_fast", lambda device="cpu": True)
+    with caplog.at_level("WARNING"):
+        mixed = encode_corpus_table(
+            tiny_bert_dir, tables / "corpus", tmp_path / "mixed", LOCAL, precision="auto",
+            parts=parts,
+        )  # fmt: skip
+    assert mixed["meta"]["precision"] == "bf16+fp32"
+    used = [f["worker"]["precision"] for f in mixed["files"]]
+    assert used == ["bf16"] * 3 + ["fp32"] * 5
+    assert "mixes precisions (3 parts in bf16, 5 parts in fp32)" in caplog.text
