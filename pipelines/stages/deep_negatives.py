@@ -20,11 +20,11 @@ import pyarrow as pa
 
 from retrieval.answers_match import drop_answer_passages
 from retrieval.tables.labels import body_texts, read_answers
-from retrieval.tables.regroup import rows_for_chunks, rows_per_chunk
+from retrieval.tables.regroup import MOST_ROWS, rows_for_chunks, rows_per_chunk
 from retrieval.tables.schemas import EXAMPLES
 from retrieval.tables.store import iter_shards, table_exists, write_table
 
-CHUNK_QUERIES = 20_000  # examples drawn for at a time, at most (fewer for long lists)
+CHUNK_QUERIES = MOST_ROWS  # examples drawn for at a time, at most (fewer for long lists)
 
 
 def add_deep_negatives(rows: list[dict], ranked: dict, count: int, seed: int) -> list[dict]:

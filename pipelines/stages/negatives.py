@@ -21,12 +21,12 @@ import pyarrow as pa
 from pipelines.stages.positive_aware import PositiveAware
 from retrieval.answers_match import drop_answer_passages
 from retrieval.tables.labels import body_texts, read_answers
-from retrieval.tables.regroup import rows_for_chunks, rows_per_chunk
+from retrieval.tables.regroup import MOST_ROWS, rows_for_chunks, rows_per_chunk
 from retrieval.tables.schemas import EXAMPLES
 from retrieval.tables.store import table_exists
 from retrieval.training.examples import load_examples
 
-CHUNK_QUERIES = 20_000  # examples built at a time, at most (fewer for long lists: regroup.py)
+CHUNK_QUERIES = MOST_ROWS  # examples built at a time, at most (fewer for long lists: regroup.py)
 
 
 def with_negatives(rows: list[dict], ranked: dict, tables: Path, split: str, keep: int):

@@ -16,11 +16,11 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.stages.deep_negatives import pieces
-from retrieval.tables.regroup import rows_for_chunks, rows_per_chunk
+from retrieval.tables.regroup import MOST_ROWS, rows_for_chunks, rows_per_chunk
 from retrieval.tables.schemas import EXAMPLES, SCORED_EXAMPLES
 from retrieval.tables.store import write_table
 
-CHUNK_QUERIES = 20_000  # examples scored at a time, at most (fewer for long lists)
+CHUNK_QUERIES = MOST_ROWS  # examples scored at a time, at most (fewer for long lists)
 
 
 def with_scores(rows: list[dict], lists: dict[str, dict[str, float]]) -> list[dict]:

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from retrieval.tables.store import iter_shards, shard_paths
 
 LIST_ITEMS_AT_ONCE = 2_000_000  # list items (candidate pids) a chunk holds: ~150 MB as str
+MOST_ROWS = 20_000  # rows a chunk holds at most, however short their lists
 
 
 def rows_per_chunk(table_dir: str | os.PathLike, list_column: str, most: int) -> int:
