@@ -56,7 +56,7 @@ EXPECTED = {
     "no_duplicates_mask": (UP_TO_DENOISE, ("train_dual_1", "evaluate")),
     "joint_margin_mse": (ALL[:-2], ("train_joint", "evaluate")),
     "joint_augmented": (ALL[:-2], ("train_joint", "evaluate")),
-    "joint_group8": (ALL[:-2], ("train_joint", "evaluate")),
+    "joint_group4": (ALL[:-2], ("train_joint", "evaluate")),
     "select_last": (UP_TO_DENOISE, ("train_dual_1", "evaluate")),
     "select_best": (UP_TO_DENOISE, ("train_dual_1", "evaluate")),
 }
