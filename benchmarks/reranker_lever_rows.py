@@ -50,6 +50,21 @@ def _larger_groups(config: PipelineConfig) -> tuple[str, ...]:
     return sets
 
 
+def _larger_groups_same_pairs(config: PipelineConfig) -> tuple[str, ...]:
+    """Groups twice as large over half the queries a step: every step scores the same number of
+    pairs, so twice the steps cost about the same wall time (and checkpoints stay as many).
+    Each query's softmax then weighs its positive against twice the negatives."""
+    train = _cross(config).train
+    if train.batch_size % 2:
+        raise SystemExit(f"lever double_groups_same_pairs: {config.name}'s train_cross batch_size "
+                         f"{train.batch_size} does not halve")  # fmt: skip
+    return (
+        *_larger_groups(config),
+        f"{CROSS}.train.batch_size={train.batch_size // 2}",
+        f"{CROSS}.train.checkpoint_every={2 * train.checkpoint_every}",
+    )
+
+
 def _base_init(config: PipelineConfig) -> tuple[str, ...]:
     if _cross(config).init == "base":
         raise SystemExit(f"lever base_init: {config.name} already starts train_cross from base")
@@ -66,6 +81,11 @@ LEVERS = (
         "double_groups",
         _larger_groups,
         "groups of twice as many passages (1 positive, the rest negatives) at the same steps",
+    ),
+    Lever(
+        "double_groups_same_pairs",
+        _larger_groups_same_pairs,
+        "groups of twice as many passages over half the queries a step: the same pairs a step",
     ),
     Lever(
         "base_init",

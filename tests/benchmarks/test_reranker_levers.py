@@ -33,6 +33,12 @@ EXPECTED = {
         "double_epochs": {"train.epochs": 2},
         # 15 negatives a group: mine keeps 8, so 7 come from its deeper ranks
         "double_groups": {"train.group_size": 16, "deep_negatives": 7},
+        "double_groups_same_pairs": {
+            "train.group_size": 16,
+            "deep_negatives": 7,
+            "train.batch_size": 2,
+            "train.checkpoint_every": 40,
+        },
         "base_init": {"init": "base"},
         "deeper_negatives": {"deep_negatives": 8},
         "pointwise_bce": {"train.loss": "pointwise_bce"},
@@ -43,6 +49,11 @@ EXPECTED = {
     "scifact": {
         "double_epochs": {"train.epochs": 4},
         "double_groups": {"train.group_size": 16},
+        "double_groups_same_pairs": {
+            "train.group_size": 16,
+            "train.batch_size": 2,
+            "train.checkpoint_every": 80,
+        },
         "base_init": {"init": "base"},
         "deeper_negatives": {"deep_negatives": 32},
         "pointwise_bce": {"train.loss": "pointwise_bce"},
@@ -81,6 +92,15 @@ def test_base_init_is_refused_where_train_cross_starts_from_base_already(scifact
     config = setup.load(["stages.train_cross.init=base"], tmp_path / "x")
     with pytest.raises(SystemExit, match="already starts train_cross from base"):
         chosen_levers("base_init")[0].sets(config)
+
+
+def test_groups_over_half_the_queries_are_refused_where_the_batch_does_not_halve(
+    scifact_dir, tmp_path
+):
+    setup = setup_for("demo", tmp_path, scifact_dir)
+    config = setup.load(["stages.train_cross.train.batch_size=3"], tmp_path / "x")
+    with pytest.raises(SystemExit, match="batch_size 3 does not halve"):
+        chosen_levers("double_groups_same_pairs")[0].sets(config)
 
 
 def test_an_unknown_lever_is_an_error_naming_the_levers_there_are():
