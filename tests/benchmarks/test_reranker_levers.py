@@ -33,12 +33,8 @@ EXPECTED = {
         "double_epochs": {"train.epochs": 2},
         # 15 negatives a group: mine keeps 8, so 7 come from its deeper ranks
         "double_groups": {"train.group_size": 16, "deep_negatives": 7},
-        "double_groups_same_pairs": {
-            "train.group_size": 16,
-            "deep_negatives": 7,
-            "train.batch_size": 2,
-            "train.checkpoint_every": 40,
-        },
+        # one epoch does not halve: refused (the refusal's own test is below)
+        "double_groups_half_queries": None,
         "base_init": {"init": "base"},
         "deeper_negatives": {"deep_negatives": 8},
         "pointwise_bce": {"train.loss": "pointwise_bce"},
@@ -49,10 +45,10 @@ EXPECTED = {
     "scifact": {
         "double_epochs": {"train.epochs": 4},
         "double_groups": {"train.group_size": 16},
-        "double_groups_same_pairs": {
+        "double_groups_half_queries": {
             "train.group_size": 16,
             "train.batch_size": 2,
-            "train.checkpoint_every": 80,
+            "train.epochs": 1,
         },
         "base_init": {"init": "base"},
         "deeper_negatives": {"deep_negatives": 32},
@@ -80,6 +76,10 @@ def test_each_lever_changes_train_cross_alone_by_what_its_name_says(name, scifac
     shipped = _flat(setup.load(baseline_sets(0), tmp_path / "x").model_dump(mode="json"))
     assert [lever.name for lever in LEVERS] == list(EXPECTED[name])
     for lever in LEVERS:
+        if EXPECTED[name][lever.name] is None:
+            with pytest.raises(SystemExit, match="does not halve"):
+                reranker_levers.lever_sets(setup, lever, seed=0)
+            continue
         sets = reranker_levers.lever_sets(setup, lever, seed=0)
         changed = _flat(setup.load(sets, tmp_path / "x").model_dump(mode="json"))
         diff = {k: v for k, v in changed.items() if shipped.get(k) != v}
@@ -94,13 +94,16 @@ def test_base_init_is_refused_where_train_cross_starts_from_base_already(scifact
         chosen_levers("base_init")[0].sets(config)
 
 
-def test_groups_over_half_the_queries_are_refused_where_the_batch_does_not_halve(
+def test_groups_over_half_the_queries_are_refused_where_batch_or_epochs_do_not_halve(
     scifact_dir, tmp_path
 ):
-    setup = setup_for("demo", tmp_path, scifact_dir)
+    setup = setup_for("scifact", tmp_path, scifact_dir)
+    lever = chosen_levers("double_groups_half_queries")[0]
     config = setup.load(["stages.train_cross.train.batch_size=3"], tmp_path / "x")
     with pytest.raises(SystemExit, match="batch_size 3 does not halve"):
-        chosen_levers("double_groups_same_pairs")[0].sets(config)
+        lever.sets(config)
+    with pytest.raises(SystemExit, match="epochs 1 does not halve"):
+        lever.sets(setup.load(["stages.train_cross.train.epochs=1"], tmp_path / "y"))
 
 
 def test_an_unknown_lever_is_an_error_naming_the_levers_there_are():
