@@ -59,7 +59,7 @@ def _larger_groups_half_queries(config: PipelineConfig) -> tuple[str, ...]:
     for key in ("batch_size", "epochs"):
         if getattr(train, key) % 2:
             raise SystemExit(f"lever double_groups_half_queries: {config.name}'s train_cross "
-                             f"{key} {getattr(train, key)} does not halve")  # fmt: skip
+                             f"{key} {getattr(train, key):g} does not halve")  # fmt: skip
     return (
         *_larger_groups(config),
         f"{CROSS}.train.batch_size={train.batch_size // 2}",
