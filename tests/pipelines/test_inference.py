@@ -113,7 +113,9 @@ def test_query_vectors_equal_encode_queries(settings, ray_local, tables, tiny_be
     np.testing.assert_allclose(arrow_to_matrix(got["vector"]), want, atol=1e-5, rtol=0)
 
 
-SEARCHES = [(LOCAL, "queries"), (RAY, "queries"), (RAY, "corpus")]
+# the corpus-split search on Ray is in the slow tier: the query split covers the Ray path here
+SEARCHES = [(LOCAL, "queries"), (RAY, "queries"),
+            pytest.param(RAY, "corpus", marks=pytest.mark.slow)]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,7 @@ def pytrec_metrics(model_dir: Path, tables: Path) -> dict[str, float]:
     }
 
 
+@pytest.mark.slow  # three short trainings, ~12 s
 @needs_gloo
 def test_evaluation_leaves_training_alone_and_select_best_exports_the_best_step(
     tmp_path, scifact_tables, tiny_bert_dir
@@ -259,6 +260,7 @@ def test_pair_evaluation_needs_pairs(tmp_path, tiny_bert_dir):
         load_train_config(path)
 
 
+@pytest.mark.slow  # ~8 s
 @needs_gloo
 def test_joint_select_best_exports_both_models_of_the_best_step(
     tmp_path, scifact_tables, tiny_bert_dir

@@ -430,6 +430,7 @@ def full_batch_step(folder: Path, dtype: torch.dtype) -> tuple[torch.Tensor, dic
     return loss.detach(), gradients(module)
 
 
+@pytest.mark.slow  # two gloo workers, ~9 s; the one-process grad-cache tests stay default
 @needs_gloo
 def test_two_workers_with_cross_batch_negatives_match_one_process(tiny_bert_dir, tmp_path):
     run_on_ranks(partial(_two_rank_worker, str(tiny_bert_dir)), WORLD, str(tmp_path))

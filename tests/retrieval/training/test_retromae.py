@@ -260,6 +260,7 @@ def whole_run(tmp_path_factory, scifact_tables, tiny_bert_dir) -> Path:
     return tmp / "whole"
 
 
+@pytest.mark.slow  # a whole `rqa train-retromae` run, ~9 s
 def test_a_short_run_lowers_the_loss_and_exports_a_plain_encoder(whole_run, tiny_bert_dir):
     from sentence_transformers import SentenceTransformer
 

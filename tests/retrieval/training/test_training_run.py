@@ -216,6 +216,7 @@ def test_ray_run_killed_and_relaunched_gives_the_uninterrupted_weights(
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=key)
 
 
+@pytest.mark.slow  # ~8 s; the default tier's pipeline run trains train_joint too
 def test_joint_training_updates_and_exports_both_models(tmp_path, scifact_tables, tiny_bert_dir):
     """Both saved folders differ from the weights they started from: the dual encoder's, and
     the re-ranker's encoder (its 1-logit head is new, so the encoder is what can be compared).
