@@ -35,6 +35,7 @@ EXPECTED = {
         "double_groups": {"train.group_size": 16, "deep_negatives": 7},
         # one epoch does not halve: refused (the refusal's own test is below)
         "double_groups_half_queries": None,
+        "half_lr": {"train.lr": 1.0e-4, "train.head_lr": 2.5e-3},
         "base_init": {"init": "base"},
         "deeper_negatives": {"deep_negatives": 8},
         "pointwise_bce": {"train.loss": "pointwise_bce"},
@@ -50,6 +51,7 @@ EXPECTED = {
             "train.batch_size": 2,
             "train.epochs": 1,
         },
+        "half_lr": {"train.lr": 1.0e-4, "train.head_lr": 2.5e-3},
         "base_init": {"init": "base"},
         "deeper_negatives": {"deep_negatives": 32},
         "pointwise_bce": {"train.loss": "pointwise_bce"},
