@@ -70,7 +70,7 @@ def _larger_groups_half_queries(config: PipelineConfig) -> tuple[str, ...]:
 def _half_lr(config: PipelineConfig) -> tuple[str, ...]:
     """Half the encoder's and the new head's learning rates, at the same steps: the rates were
     tuned on configs/demo.yaml's one short epoch, and on SciFact the loss sits at chance for
-    ~40 steps and the re-ranker then memorises its training queries (docs/reranker.md)."""
+    its first ~40 steps (docs/reranker.md)."""
     train = _cross(config).train
     sets = (f"{CROSS}.train.lr={train.lr / 2:g}",)
     if train.head_lr is not None:
