@@ -25,6 +25,8 @@ import reranker_levers  # noqa: E402
 from ablation_runs import baseline_sets  # noqa: E402
 from reranker_lever_rows import LEVERS, chosen_levers  # noqa: E402
 
+BF16 = "configs/deepspeed/bf16.json"  # DeepSpeed bf16, ZeRO 0: float32 master weights
+
 # The train_cross keys each lever gives, written out from the shipped configs: configs/demo.yaml
 # trains 1 epoch of groups of 8 at 128 tokens from train_dual_0 with no deep negatives and
 # mine keeps 8; configs/scifact.yaml 2 epochs of groups of 8 at 256 tokens, 16 deep negatives.
@@ -35,6 +37,8 @@ EXPECTED = {
         "double_groups": {"train.group_size": 16, "deep_negatives": 7},
         # one epoch does not halve: refused (the refusal's own test is below)
         "double_groups_half_queries": None,
+        "bf16_more_epochs": {"train.epochs": 1.5, "train.deepspeed": BF16},
+        "bf16_double_epochs": {"train.epochs": 2, "train.deepspeed": BF16},
         "half_lr": {"train.lr": 1.0e-4, "train.head_lr": 2.5e-3},
         "base_init": {"init": "base"},
         "deeper_negatives": {"deep_negatives": 8},
@@ -51,6 +55,8 @@ EXPECTED = {
             "train.batch_size": 2,
             "train.epochs": 1,
         },
+        "bf16_more_epochs": {"train.epochs": 3, "train.deepspeed": BF16},
+        "bf16_double_epochs": {"train.epochs": 4, "train.deepspeed": BF16},
         "half_lr": {"train.lr": 1.0e-4, "train.head_lr": 2.5e-3},
         "base_init": {"init": "base"},
         "deeper_negatives": {"deep_negatives": 32},
