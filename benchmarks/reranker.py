@@ -12,6 +12,8 @@ candidate list with each re-ranker once (cached under benchmarks/results/cache/r
    and non-relevant passages the re-ranker lifts into its top 10, their mean logits, and how
    often a relevant passage outscores a non-relevant one of that band of the same query.
 3. truncation: how many pairs the re-ranker's max length cuts, and nDCG@10 at other lengths.
+4. together: with two re-rankers or more, their mean z-scored logits and RRF of all of them with
+   the retriever, per depth.
 
 Usage: python benchmarks/reranker.py --run-dir runs/scifact [--max-lens 256 512]
 """
@@ -156,6 +158,35 @@ def depth_rows(name: str, cross: str, top: dict, logits: dict, qrels: dict) -> l
     return rows
 
 
+def together_rows(name: str, top: dict, logits: dict[str, dict], qrels: dict) -> list[list]:
+    """Every re-ranker of the run at once, per depth d of the retriever's list: the mean of their
+    per-query z-scored logits (alone), and RRF of each re-ranker's order and the retriever's.
+    A run trains two (train_cross's, train_joint's) and evaluate uses one."""
+    rows = []
+    for depth in DEPTHS:
+        head = top_of_run(top, depth)
+        orders = [{q: {p: scores[q][p] for p in head[q]} for q in head} for scores in
+                  logits.values()]  # fmt: skip
+        zs = [z_scored(order) for order in orders]
+        mean = {q: {p: sum(z[q][p] for z in zs) / len(zs) for p in head[q]} for q in head}
+        fused = reciprocal_rank_fusion([head, *orders])
+        alone = evaluate(qrels, mean, ("ndcg@10",))["ndcg@10"]
+        rrf = evaluate(qrels, fused, ("ndcg@10",))["ndcg@10"]
+        rows.append([name, " + ".join(logits), depth, round(alone, 4), round(rrf, 4)])
+    return rows
+
+
+def z_scored(run: dict) -> dict:
+    """Each query's scores minus their mean, over their standard deviation (1 where they are
+    all equal): logits of two models on one scale before they are averaged."""
+    out = {}
+    for qid, docs in run.items():
+        mean = sum(docs.values()) / len(docs)
+        std = (sum((x - mean) ** 2 for x in docs.values()) / len(docs)) ** 0.5 or 1.0
+        out[qid] = {pid: (x - mean) / std for pid, x in docs.items()}
+    return out
+
+
 def band_rows(name: str, cross: str, top: dict, logits: dict, qrels: dict) -> list[list]:
     """Per band of retriever ranks: passages, those the re-ranker puts in its top 10, mean
     logits, and the share of (relevant, non-relevant of the band) pairs of a query ordered right."""
@@ -206,16 +237,22 @@ def main() -> None:
     lists = candidate_lists(args, tables)
     splits = {split for _, split in lists.values()}
     qrels = {split: read_qrels(tables / f"qrels-{split}") for split in splits}
-    depth, bands, per_q = [], [], {}
-    for cross, folder in crosses.items():
-        for name, (top, split) in lists.items():
-            logits = scored(folder, top, tables, split, None)
-            judged = {q: qrels[split][q] for q in top if q in qrels[split]}  # a sample: its own
+    depth, bands, per_q, together = [], [], {}, []
+    for name, (top, split) in lists.items():
+        judged = {q: qrels[split][q] for q in top if q in qrels[split]}  # a sample: its own
+        all_logits = {}
+        for cross, folder in crosses.items():
+            logits = all_logits[cross] = scored(folder, top, tables, split, None)
             depth += depth_rows(name, cross, top, logits, judged)
             bands += band_rows(name, cross, top, logits, judged)
             per_q[f"{cross} | {name}"] = _wins(top, logits, judged)
+        if len(all_logits) > 1:
+            together += together_rows(name, top, all_logits, judged)
     print(table(["candidates", "re-ranker", "depth", "retriever nDCG@10", "re-ranked",
                  "re-ranked + RRF"], depth))  # fmt: skip
+    if together:
+        print(table(["candidates", "re-rankers", "depth", "mean z-score", "RRF with retriever"],
+                    together))  # fmt: skip
     print(table(["candidates", "re-ranker", "retriever ranks", "relevant", "-> top 10",
                  "non-relevant", "-> top 10", "mean logit rel", "mean logit non",
                  "rel > non"], bands))  # fmt: skip
@@ -225,7 +262,7 @@ def main() -> None:
     if lengths:
         print(table(["re-ranker", "max length", "pairs cut", "re-ranked nDCG@10"], lengths))
     payload = {"run_dir": str(args.run_dir), "depth": depth, "bands": bands, "per_query": per_q,
-               "lengths": lengths}  # fmt: skip
+               "together": together, "lengths": lengths}  # fmt: skip
     write_result("reranker-" + "-".join(crosses), payload)
 
 
