@@ -24,6 +24,7 @@ import argparse
 import hashlib
 import json
 import random
+import statistics
 from pathlib import Path
 
 from common import CACHE, quiet_environment, table, write_result
@@ -181,8 +182,7 @@ def z_scored(run: dict) -> dict:
     all equal): logits of two models on one scale before they are averaged."""
     out = {}
     for qid, docs in run.items():
-        mean = sum(docs.values()) / len(docs)
-        std = (sum((x - mean) ** 2 for x in docs.values()) / len(docs)) ** 0.5 or 1.0
+        mean, std = statistics.fmean(docs.values()), statistics.pstdev(docs.values()) or 1.0
         out[qid] = {pid: (x - mean) / std for pid, x in docs.items()}
     return out
 
