@@ -320,6 +320,11 @@ class EvaluateStage(Stage, InferenceSettings, SearchSettings):
     rerank_depth: int = Field(default=100, ge=1)
     bm25: bool = True
     zero_shot: bool = True
+    fuse_train_cross: bool = Field(
+        default=False,
+        description="also re-rank with train_cross's re-ranker and fuse both re-rankers with "
+        "the retriever (RRF); needs train_cross and train_joint",
+    )
 
 
 class Stages(Strict):
@@ -435,6 +440,12 @@ def check_runnable(config: PipelineConfig, source: object) -> None:
         raise ConfigError(
             f"{source}: key 'stages.train_joint.augmented': it trains on augment's examples, "
             "but augment is off; enable augment or set augmented: false"
+        )
+    fuse = config.stages.evaluate.fuse_train_cross
+    if fuse and not (config.enabled("train_cross") and config.enabled("train_joint")):
+        raise ConfigError(
+            f"{source}: key 'stages.evaluate.fuse_train_cross': it fuses train_cross's "
+            "re-ranker with train_joint's, but one of the two stages is off"
         )
     for name in type(config.stages).model_fields:
         section = getattr(config.stages, name)

@@ -36,6 +36,8 @@ METRIC_COLUMNS = (
     ("answer R@100", "answer_recall@100"),
     ("re-ranked nDCG@10", "rerank_ndcg@10"),
     ("re-ranked + RRF nDCG@10", "rerank_rrf_ndcg@10"),
+    ("train_cross re-ranked nDCG@10", "rerank_train_cross_ndcg@10"),
+    ("both re-rankers + RRF nDCG@10", "rerank_all_rrf_ndcg@10"),
 )
 RECALL_KEY = re.compile(r"(answer_)?recall@(\d+)")
 

@@ -1,6 +1,7 @@
 """Stage evaluate: every retriever of the run on the eval split (zero-shot, BM25, each trained
 dual encoder), and the final re-ranker over the final retriever's top-k: alone, and fused with
-the retriever's ranks by reciprocal rank fusion."""
+the retriever's ranks by reciprocal rank fusion. With ``fuse_train_cross`` train_cross's
+re-ranker scores the same list too, and both re-rankers are fused with the retriever."""
 
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ def spec(config: PipelineConfig, name: str) -> StageSpec:
     cross = final_cross_encoder(config)
     if cross is not None:
         reads["cross_model"] = cross
+    if config.stages.evaluate.fuse_train_cross:  # config checks: train_joint's is the final one
+        reads["train_cross_model"] = Output("train_cross", "model")
     return StageSpec(reads=reads, writes=("metrics.json",))
 
 
@@ -109,21 +112,35 @@ def dense_result(ctx: StageContext, name: str, model_dir: str, metrics) -> Retri
 
 def rerank_metrics(ctx: StageContext, cross_dir, run: dict, split: str) -> dict[str, float]:
     """nDCG@10 after the re-ranker re-orders the retriever's top ``rerank_depth``, alone and
-    fused with the retriever's order of the same list (RRF); both runs are written beside."""
+    fused with the retriever's order of the same list (RRF); both runs are written beside.
+    With train_cross's re-ranker read too, its order of the list alone, and the RRF of both
+    re-rankers' orders and the retriever's: two re-rankers that err on different pairs."""
     top = top_of_run(run, ctx.section.rerank_depth)
-    lists, scores = ctx.work / "rerank-lists", ctx.work / "rerank-scores"
+    lists = ctx.work / "rerank-lists"
     rows = ({"qid": q, "pids": list(top[q]), "scores": list(top[q].values())} for q in top)
     write_table(lists, rows, CANDIDATES)
+    reranked = scored_lists(ctx, cross_dir, lists, split, "rerank-scores")
+    runs = {"rerank": reranked, "rerank-rrf": reciprocal_rank_fusion([top, reranked])}
+    second = ctx.inputs.get("train_cross_model")
+    if second is not None:
+        crossed = scored_lists(ctx, second, lists, split, "rerank-scores-train_cross")
+        runs["rerank-train_cross"] = crossed
+        runs["rerank-all-rrf"] = reciprocal_rank_fusion([top, reranked, crossed])
+    qrels = read_qrels(ctx.tables / f"qrels-{split}")
+    metrics = {}
+    for name, ranked in runs.items():
+        write_trec_run(ranked, ctx.out / f"run-{name}.trec")
+        key = name.replace("-", "_")
+        metrics[f"{key}_ndcg@10"] = evaluate(qrels, ranked, ("ndcg@10",))["ndcg@10"]
+    return metrics
+
+
+def scored_lists(ctx: StageContext, cross_dir, lists, split: str, name: str) -> dict:
+    """A re-ranker's logits for every (query, passage) of ``lists``, as a run; its parts are
+    kept under ``name`` so a killed stage resumes the scoring where it stopped."""
+    scores = ctx.work / name
     score_lists(
         cross_dir, lists, ["pids"], ctx.tables / "corpus", ctx.tables / f"queries-{split}",
-        scores, ctx.section.inference(), ctx.config.precision, parts=ctx.parts("rerank-scores"),
+        scores, ctx.section.inference(), ctx.config.precision, parts=ctx.parts(name),
     )  # fmt: skip
-    reranked = candidates_to_run(read_table(scores))
-    fused = reciprocal_rank_fusion([top, reranked])
-    write_trec_run(reranked, ctx.out / "run-rerank.trec")
-    write_trec_run(fused, ctx.out / "run-rerank-rrf.trec")
-    qrels = read_qrels(ctx.tables / f"qrels-{split}")
-    return {
-        "rerank_ndcg@10": evaluate(qrels, reranked, ("ndcg@10",))["ndcg@10"],
-        "rerank_rrf_ndcg@10": evaluate(qrels, fused, ("ndcg@10",))["ndcg@10"],
-    }
+    return candidates_to_run(read_table(scores))

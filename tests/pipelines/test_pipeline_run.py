@@ -15,6 +15,8 @@ from pipelines.config import STAGE_ORDER, load_pipeline_config
 from pipelines.fingerprint import output_id
 from retrieval.metrics import evaluate
 from retrieval.metrics.trec_run import read_trec_run
+from retrieval.models import CrossEncoder
+from retrieval.rerank import score_pairs
 from retrieval.tables import read_manifest, read_table
 from retrieval.tables.labels import read_qrels
 from tests.helpers_cli import finish, rqa, spawn
@@ -37,6 +39,9 @@ def tiny_config(tmp_path: Path, name: str, model: Path, scifact: Path) -> Path:
         "model": str(model),
         "model_settings": {"query_max_len": 24, "passage_max_len": 48},
         "data": {"beir": str(scifact), "max_corpus": 150},
+        # exact inference: a test scores evaluate's pairs again, and the tiny models' logits
+        # differ by less than bf16's rounding (configs/ keep "auto")
+        "precision": "fp32",
         "stages": {
             "train_dual_0": {"bm25_negatives": 5, "train": {**TRAIN, "hard_negatives": 1}},
             "mine": {"depth": 10, "negatives": 4, "actors": 1, "title_queries": 6},  # on Ray Data
@@ -52,7 +57,8 @@ def tiny_config(tmp_path: Path, name: str, model: Path, scifact: Path) -> Path:
             "train_joint": {"enabled": True, "augmented": True,
                             "train": {**TRAIN, "group_size": 3, "cross_max_len": 64,
                                       "random_negatives": True}},
-            "evaluate": {"k": 20, "rerank_depth": 5},
+            # train_cross's re-ranker scores evaluate's list too, fused with train_joint's
+            "evaluate": {"k": 20, "rerank_depth": 5, "fuse_train_cross": True},
         },
     }  # fmt: skip
     path = tmp_path / f"{name}.yaml"
@@ -216,6 +222,52 @@ def check_rerank_fusion(run_dir: Path, reported: float, depth: int) -> None:
     qrels = read_qrels(run_dir / "prepare" / "qrels-dev")
     assert reported == pytest.approx(evaluate(qrels, fused, ("ndcg@10",))["ndcg@10"])
     assert read_trec_run(out / "run-rerank-rrf.trec").keys() == fused.keys()
+
+
+def test_evaluate_fuses_train_cross_reranker_with_the_final_one(finished_run):
+    """fuse_train_cross: train_cross's model scores the very list train_joint's re-ranked
+    (scored again here, pair by pair), and the reported fused nDCG@10 is the RRF of the
+    retriever's order and both re-rankers' orders, written out."""
+    _, run_dir, _ = finished_run
+    out = run_dir / "evaluate"
+    metrics = json.loads((out / "metrics.json").read_text())
+    final, second = (read_trec_run(out / f"run-{n}.trec") for n in ("rerank", "rerank-train_cross"))
+    assert {q: set(s) for q, s in second.items()} == {q: set(s) for q, s in final.items()}
+    direct = {name: direct_logits(run_dir / folder, run_dir / "prepare", second)
+              for name, folder in (("cross", "train_cross/model"),
+                                   ("joint", "train_joint/cross_model"))}  # fmt: skip
+    got = [second[q][p] for q in second for p in second[q]]
+    assert got == pytest.approx(direct["cross"], abs=1e-6)
+    assert got != pytest.approx(direct["joint"], abs=1e-6)  # the other model would show
+    retriever = read_trec_run(out / "run-train_joint.trec")
+    fused = {}
+    for qid in final:
+        top = sorted(retriever[qid].items(), key=trec_key, reverse=True)[:5]
+        fused[qid] = {}
+        for order in (top, *(sorted(r[qid].items(), key=trec_key, reverse=True)
+                             for r in (final, second))):  # fmt: skip
+            for rank, (pid, _) in enumerate(order, 1):
+                fused[qid][pid] = fused[qid].get(pid, 0.0) + 1 / (60 + rank)
+    qrels = read_qrels(run_dir / "prepare" / "qrels-dev")
+    reported = metrics["train_joint"]
+    assert reported["rerank_all_rrf_ndcg@10"] == pytest.approx(
+        evaluate(qrels, fused, ("ndcg@10",))["ndcg@10"]
+    )
+    assert reported["rerank_train_cross_ndcg@10"] == pytest.approx(
+        evaluate(qrels, second, ("ndcg@10",))["ndcg@10"]
+    )
+    assert read_trec_run(out / "run-rerank-all-rrf.trec").keys() == fused.keys()
+
+
+def direct_logits(model_dir: Path, tables: Path, run: dict) -> list[float]:
+    """The model's float32 logits of each (query, passage) of ``run``, in its order."""
+    passages = {r["pid"]: r for r in read_table(tables / "corpus").to_pylist()}
+    queries = {r["qid"]: r["text"] for r in read_table(tables / "queries-dev").to_pylist()}
+    pairs = [(q, p) for q in run for p in run[q]]
+    logits = score_pairs(CrossEncoder.from_pretrained(model_dir), [queries[q] for q, _ in pairs],
+                         [passages[p]["title"] for _, p in pairs],
+                         [passages[p]["text"] for _, p in pairs], show_progress=False)  # fmt: skip
+    return [float(x) for x in logits]
 
 
 def trec_key(item: tuple[str, float]) -> tuple[float, str]:
