@@ -92,10 +92,11 @@ ROWS = (
     ),
     Row(
         "joint_margin_mse",
-        ("stages.train_joint.train.loss=margin_mse",),
+        # margin_mse takes no loss_args: the config's detach_teacher (listwise KL's) is cleared
+        ("stages.train_joint.train.loss=margin_mse", "stages.train_joint.train.loss_args=null"),
         "train_joint",
-        "train_joint distils the re-ranker's detached margins (MarginMSE) instead of "
-        "RocketQAv2's listwise KL (the baseline)",
+        "train_joint distils the re-ranker's detached margins (MarginMSE) instead of the "
+        "listwise KL (the baseline)",
     ),
     Row(
         "joint_augmented",

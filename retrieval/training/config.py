@@ -377,10 +377,11 @@ class TrainBase(Strict):
     output_dir: Path
     data: ExamplesData
     loss: str
-    loss_args: dict = Field(
+    loss_args: dict | None = Field(
         default_factory=dict,
         description="arguments of the chosen loss, checked against its constructor "
-        "(retrieval/losses/arguments.py)",
+        "(retrieval/losses/arguments.py); null: none (`--set ...loss_args=null` clears a "
+        "config's when another loss is chosen)",
     )
     epochs: float = Field(default=1.0, gt=0)
     max_steps: int | None = Field(default=None, ge=1)
@@ -419,6 +420,11 @@ class TrainBase(Strict):
     def _keys_fit_kind(cls, raw: object) -> object:
         check_keys(raw, cls, (cls.kind_name(),))
         return raw
+
+    @field_validator("loss_args", mode="before")
+    @classmethod
+    def _null_is_none(cls, value: object) -> object:
+        return {} if value is None else value
 
     @model_validator(mode="after")
     def _loss_args_fit_loss(self) -> TrainBase:

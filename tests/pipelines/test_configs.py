@@ -206,3 +206,22 @@ def test_scifact_pretrain_is_scifact_plus_the_pretrain_stage():
     assert {k: v for k, v in pretrain.items() if k != "name"} == {
         k: v for k, v in plain.items() if k != "name"
     }
+
+
+def test_a_null_loss_args_clears_the_configs_for_another_loss(tmp_path):
+    """configs/scifact.yaml's train_joint sets detach_teacher, an argument of the listwise KL:
+    choosing margin_mse (no arguments) needs loss_args cleared, which `--set ...=null` does."""
+    from pipelines.config import load_pipeline_config
+    from pipelines.overrides import parse_set
+    from retrieval.errors import ConfigError
+
+    scifact = next(path for path in CONFIGS if path.name == "scifact.yaml")
+    data = tmp_path  # a folder: the checks need it to exist, nothing is read
+    margin = ["stages.train_joint.train.loss=margin_mse"]
+    with pytest.raises(ConfigError, match="key 'loss_args.detach_teacher'"):
+        load_pipeline_config(scifact, data_beir=data, changes=parse_set(margin))
+    cleared = parse_set([*margin, "stages.train_joint.train.loss_args=null"])
+    train = load_pipeline_config(scifact, data_beir=data, changes=cleared).stages.train_joint.train
+    assert train.loss == "margin_mse" and not train.loss_args
+    shipped = load_pipeline_config(scifact, data_beir=data).stages.train_joint.train
+    assert shipped.loss_args == {"detach_teacher": True}
