@@ -424,6 +424,7 @@ class TrainBase(Strict):
     @field_validator("loss_args", mode="before")
     @classmethod
     def _null_is_none(cls, value: object) -> object:
+        """``loss_args: null`` is no arguments: a `--set` cannot delete a key, only set it."""
         return {} if value is None else value
 
     @model_validator(mode="after")
