@@ -39,9 +39,6 @@ def tiny_config(tmp_path: Path, name: str, model: Path, scifact: Path) -> Path:
         "model": str(model),
         "model_settings": {"query_max_len": 24, "passage_max_len": 48},
         "data": {"beir": str(scifact), "max_corpus": 150},
-        # exact inference: a test scores evaluate's pairs again, and the tiny models' logits
-        # differ by less than bf16's rounding (configs/ keep "auto")
-        "precision": "fp32",
         "stages": {
             "train_dual_0": {"bm25_negatives": 5, "train": {**TRAIN, "hard_negatives": 1}},
             "mine": {"depth": 10, "negatives": 4, "actors": 1, "title_queries": 6},  # on Ray Data
@@ -260,13 +257,16 @@ def test_evaluate_fuses_train_cross_reranker_with_the_final_one(finished_run):
 
 
 def direct_logits(model_dir: Path, tables: Path, run: dict) -> list[float]:
-    """The model's float32 logits of each (query, passage) of ``run``, in its order."""
+    """The model's logits of each (query, passage) of ``run``, in its order, at the run's
+    precision (the config's default, auto: bf16 where the CPU has it, the same values however
+    the pairs are batched; the tiny models' logits differ by less than bf16 from float32's)."""
     passages = {r["pid"]: r for r in read_table(tables / "corpus").to_pylist()}
     queries = {r["qid"]: r["text"] for r in read_table(tables / "queries-dev").to_pylist()}
     pairs = [(q, p) for q in run for p in run[q]]
     logits = score_pairs(CrossEncoder.from_pretrained(model_dir), [queries[q] for q, _ in pairs],
                          [passages[p]["title"] for _, p in pairs],
-                         [passages[p]["text"] for _, p in pairs], show_progress=False)  # fmt: skip
+                         [passages[p]["text"] for _, p in pairs], show_progress=False,
+                         precision="auto")  # fmt: skip
     return [float(x) for x in logits]
 
 
