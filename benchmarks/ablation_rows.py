@@ -17,11 +17,14 @@ from dataclasses import dataclass
 EVAL_EVERY = 6
 # evaluate in a row's run: only the row's retrievers (the baseline run has zero-shot and BM25),
 # and the re-ranker over their top 20, not 100 (the table reads retrievers only; re-ranking 100
-# SciFact passages a query costs about as much as training train_dual_1).
+# SciFact passages a query costs about as much as training train_dual_1). No fusing of
+# train_cross's re-ranker: a row that stops before train_joint switches that stage off, and
+# fuse_train_cross refuses a run without it.
 ROW_EVALUATE = (
     "stages.evaluate.zero_shot=false",
     "stages.evaluate.bm25=false",
     "stages.evaluate.rerank_depth=20",
+    "stages.evaluate.fuse_train_cross=false",
 )
 BASELINE = "baseline"
 # Positive-aware mining can keep no negative at all for a query (every mined one scores above
