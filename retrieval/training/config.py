@@ -571,6 +571,12 @@ class JointConfig(TrainBase):
     )
     group_size: int = Field(default=4, ge=2, description="1 positive + n-1 negatives")
     cross_max_len: int = Field(default=256, ge=8, description="tokens of a (query, passage) pair")
+    cross_lr: float | None = Field(
+        default=None,
+        gt=0,
+        description="learning rate of the re-ranker (its head too unless head_lr is set; "
+        "default: lr, the retriever's); see retrieval/training/optimizer.py",
+    )
     head_lr: float | None = Field(default=None, gt=0, description=RERANKER_HEAD_LR_HELP)
     random_negatives: bool = Field(default=False, description=RANDOM_NEGATIVES_HELP)
     no_duplicates: bool = Field(default=False, description=NO_DUPLICATES_HELP)

@@ -215,16 +215,17 @@ def train_worker(config: TrainConfig) -> dict:
     total = sampler.total_steps(config.epochs, config.max_steps)
     ds_config = deepspeed_config(config)
     head_lr = getattr(config, "head_lr", None)  # kinds cross, joint and retromae
-    groups = param_groups(module, config.lr, config.weight_decay, head_lr)
+    cross_lr = getattr(config, "cross_lr", None)  # kind joint
+    groups = param_groups(module, config.lr, config.weight_decay, head_lr, cross_lr)
     optimizer = scheduler = None
     if "optimizer" not in ds_config:
         optimizer = torch.optim.AdamW(groups)
         scheduler = linear_schedule(optimizer, total, config.warmup_ratio)
-    # A DeepSpeed optimizer from the JSON gets the groups only for head_lr (their lr then wins
-    # over the JSON's); otherwise it takes every parameter at the JSON's lr, as before.
+    # A DeepSpeed optimizer from the JSON gets the groups only for head_lr or cross_lr (their lr
+    # then wins over the JSON's); otherwise it takes every parameter at the JSON's lr, as before.
     engine, _, _, scheduler = deepspeed.initialize(
         model=module,
-        model_parameters=groups if optimizer is None and head_lr else None,
+        model_parameters=groups if optimizer is None and len(groups) > 1 else None,
         optimizer=optimizer,
         lr_scheduler=scheduler,
         config=ds_config,

@@ -8,6 +8,11 @@ too unsure for RocketQA's denoising thresholds. A larger head learning rate fixe
 shaking the pre-trained encoder. The same holds for RetroMAE's masked-LM head (fresh when the
 base model was saved without one) and its decoder: a module names such training-only parts in
 ``head_parameters()``.
+
+In a joint stage (RocketQAv2) one optimizer trains the retriever and the re-ranker. The
+re-ranker was trained at its own, larger learning rate in train_cross; at the retriever's it
+hardly moves in the joint stage's few steps. ``cross_lr`` gives every re-ranker parameter its own
+rate (its head too, unless ``head_lr`` is set).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from torch import nn
 from retrieval.models.cross_encoder import CrossEncoder
 
 HEAD_PARTS = ("classifier", "pooler")
+HEAD_WHAT = "cross-encoder head (or RetroMAE head)"
 
 
 def head_parameter_ids(module: nn.Module) -> set[int]:
@@ -34,22 +40,47 @@ def head_parameter_ids(module: nn.Module) -> set[int]:
     return ids
 
 
+def cross_parameter_ids(module: nn.Module) -> set[int]:
+    """ids of every parameter of every CrossEncoder inside ``module``."""
+    return {
+        id(param)
+        for sub in module.modules()
+        if isinstance(sub, CrossEncoder)
+        for param in sub.parameters()
+    }
+
+
 def param_groups(
-    module: nn.Module, lr: float, weight_decay: float, head_lr: float | None
+    module: nn.Module,
+    lr: float,
+    weight_decay: float,
+    head_lr: float | None,
+    cross_lr: float | None = None,
 ) -> list[dict]:
-    """One group at ``lr``, or two when ``head_lr`` is set: the re-ranker head at ``head_lr``."""
+    """One group at ``lr``; with ``cross_lr`` the re-ranker's parameters in a group of their
+    own, and with ``head_lr`` its head (or RetroMAE's) in another. Empty groups are left out."""
     params = [p for p in module.parameters() if p.requires_grad]
-    if head_lr is None:
-        return [{"params": params, "lr": lr, "weight_decay": weight_decay}]
-    head = head_parameter_ids(module)
-    if not head:
-        raise ValueError(
-            "head_lr is set but the model has no cross-encoder head (or RetroMAE head) to apply "
-            "it to"
-        )
+    head = _ids_or_refuse(head_lr, head_parameter_ids, module, "head_lr", HEAD_WHAT)
+    cross = _ids_or_refuse(cross_lr, cross_parameter_ids, module, "cross_lr", "cross-encoder")
+    cross -= head
+    groups = [
+        (lr, [p for p in params if id(p) not in head and id(p) not in cross]),
+        (cross_lr, [p for p in params if id(p) in cross]),
+        (head_lr, [p for p in params if id(p) in head]),
+    ]
     return [
-        {"params": [p for p in params if id(p) not in head], "lr": lr,
-         "weight_decay": weight_decay},
-        {"params": [p for p in params if id(p) in head], "lr": head_lr,
-         "weight_decay": weight_decay},
-    ]  # fmt: skip
+        {"params": group, "lr": rate, "weight_decay": weight_decay}
+        for rate, group in groups
+        if group
+    ]
+
+
+def _ids_or_refuse(rate, ids_of, module: nn.Module, key: str, what: str) -> set[int]:
+    """The parameters a separate rate applies to (none when it is unset); an error when it is
+    set and the model has no such parameters."""
+    if rate is None:
+        return set()
+    ids = ids_of(module)
+    if not ids:
+        raise ValueError(f"{key} is set but the model has no {what} to apply it to")
+    return ids

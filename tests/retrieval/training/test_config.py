@@ -139,6 +139,7 @@ KEYS_OF_ANOTHER_KIND = [  # (config changes, the key, the kinds that take it)
     ({"projector": {}}, "projector", "kind pair"),
     ({"kind": "cross", "queue": {}}, "queue", "kinds dual, pair"),
     ({"head_lr": 1e-3}, "head_lr", "kinds cross, joint, retromae"),
+    ({"cross_lr": 1e-3}, "cross_lr", "kind joint"),
     ({"kind": "cross", "grad_cache": {}}, "grad_cache", "kinds dual, joint"),
     ({"grad_cache": {"pair_chunk": 4}}, "grad_cache.pair_chunk", "kind joint"),
     ({"data": {"pairs": "p"}}, "data.pairs", "kind pair"),

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
+import yaml
 
 from retrieval.losses import ListwiseCELoss
 from retrieval.models import CrossEncoder, DualEncoder
-from retrieval.training.modules import CrossTrainingModule, DualTrainingModule
+from retrieval.training.modules import CrossTrainingModule, DualTrainingModule, JointTrainingModule
 from retrieval.training.optimizer import param_groups
+from tests.helpers_dist import run_on_ranks
+from tests.retrieval.training.grad_cache_cases import cross_encoder, dual_encoder
+from tests.retrieval.training.test_grad_cache import _train, needs_gloo
 
 
 def test_head_group_holds_exactly_pooler_and_classifier(tiny_bert_dir):
@@ -52,3 +58,77 @@ def test_adamw_moves_the_head_by_its_own_learning_rate(tiny_bert_dir):
     body_step = (module.get_parameter(layer) - before[layer]).abs().max().item()
     assert head_step == pytest.approx(1e-2, rel=1e-2)
     assert body_step == pytest.approx(1e-5, rel=1e-2)
+
+
+def _joint(tiny_bert_dir) -> JointTrainingModule:
+    dual, cross = (
+        DualEncoder.from_pretrained(tiny_bert_dir),
+        CrossEncoder.from_pretrained(tiny_bert_dir),
+    )
+    return JointTrainingModule(dual, cross, torch.nn.Identity(), group_size=2)
+
+
+def _names(module, group) -> set[str]:
+    ids = {id(p) for p in group["params"]}
+    return {n for n, p in module.named_parameters() if id(p) in ids}
+
+
+def test_cross_lr_puts_every_reranker_parameter_in_its_own_group(tiny_bert_dir):
+    module = _joint(tiny_bert_dir)
+    retriever, reranker = param_groups(module, 2e-5, 0.0, head_lr=None, cross_lr=2e-4)
+    assert _names(module, reranker) == {
+        n for n, _ in module.named_parameters() if n[:6] == "cross."
+    }
+    assert _names(module, retriever) == {
+        n for n, _ in module.named_parameters() if n[:5] == "dual."
+    }
+    assert (retriever["lr"], reranker["lr"]) == (2e-5, 2e-4)
+
+
+def test_head_lr_takes_the_head_out_of_the_cross_lr_group(tiny_bert_dir):
+    module = _joint(tiny_bert_dir)
+    retriever, body, head = param_groups(module, 2e-5, 0.0, head_lr=1e-3, cross_lr=2e-4)
+    assert [g["lr"] for g in (retriever, body, head)] == [2e-5, 2e-4, 1e-3]
+    assert _names(module, head) == {
+        n
+        for n, _ in module.named_parameters()
+        if n.startswith("cross.") and (".classifier." in n or ".pooler." in n)
+    }
+    assert not _names(module, body) & _names(module, head)
+    assert sum(len(g["params"]) for g in (retriever, body, head)) == len(list(module.parameters()))
+
+
+def test_cross_lr_on_a_dual_encoder_is_an_error(tiny_bert_dir):
+    dual = DualTrainingModule(DualEncoder.from_pretrained(tiny_bert_dir), torch.nn.Identity())
+    with pytest.raises(ValueError, match="cross_lr is set but the model has no cross-encoder"):
+        param_groups(dual, lr=2e-5, weight_decay=0.0, head_lr=None, cross_lr=1e-3)
+
+
+@needs_gloo
+def test_a_joint_run_trains_the_reranker_at_cross_lr(tmp_path, scifact_tables, tiny_bert_dir):
+    """train_worker end to end: one AdamW step (no warm-up) moves each weight by about its
+    group's lr, so the exported re-ranker moved by cross_lr and the retriever by lr."""
+    config = {
+        "kind": "joint", "model": str(tiny_bert_dir), "cross_model": str(tiny_bert_dir),
+        "output_dir": str(tmp_path / "out"),
+        "data": {"tables": str(scifact_tables), "max_examples": 8},
+        "batch_size": 4, "group_size": 2, "max_steps": 1, "random_negatives": True,
+        "lr": 1e-7, "cross_lr": 1e-2, "warmup_ratio": 0.0, "weight_decay": 0.0,
+        "cross_max_len": 64, "model_settings": {"query_max_len": 24, "passage_max_len": 48},
+    }  # fmt: skip
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run_on_ranks(partial(_train, str(path)), 1, str(tmp_path))
+    out = tmp_path / "out"
+    assert _largest_step(cross_encoder, tiny_bert_dir, out / "cross_model") == pytest.approx(
+        1e-2, rel=0.05
+    )
+    assert _largest_step(dual_encoder, tiny_bert_dir, out / "model") < 2e-7
+
+
+def _largest_step(load, start_dir, trained_dir) -> float:
+    """The largest change of a weight the start checkpoint holds (a re-ranker's classifier is
+    initialised afresh at each load)."""
+    start = load(start_dir, torch.float32).state_dict()
+    trained = load(trained_dir, torch.float32).state_dict()
+    return max(float((trained[k] - start[k]).abs().max()) for k in start if "classifier" not in k)
