@@ -42,7 +42,7 @@ from retrieval.training.modules import (
 )
 from retrieval.training.negatives import check_negatives
 from retrieval.training.no_duplicates import NoDuplicatesStepSampler
-from retrieval.training.optimizer import param_groups
+from retrieval.training.optimizer import learning_rates, param_groups
 from retrieval.training.pair_training import build_pair_training, open_pairs, pair_card_facts
 from retrieval.training.pairs import prepare_pairs
 from retrieval.training.passages import PassageStore
@@ -334,7 +334,7 @@ def run_steps(engine, collate, sampler, config, start, total, rank, world, evals
                     "step": step + 1,
                     **mean,
                     "examples_per_s": rate,
-                    "lr": engine.get_lr()[0],
+                    **learning_rates(engine.optimizer.param_groups),
                     "candidates_per_query": getattr(
                         engine.module.loss, "last_num_candidates", None
                     ),

@@ -64,15 +64,25 @@ def param_groups(
     cross = _ids_or_refuse(cross_lr, cross_parameter_ids, module, "cross_lr", "cross-encoder")
     cross -= head
     groups = [
-        (lr, [p for p in params if id(p) not in head and id(p) not in cross]),
-        (cross_lr, [p for p in params if id(p) in cross]),
-        (head_lr, [p for p in params if id(p) in head]),
+        ("model", lr, [p for p in params if id(p) not in head and id(p) not in cross]),
+        ("reranker", cross_lr, [p for p in params if id(p) in cross]),
+        ("head", head_lr, [p for p in params if id(p) in head]),
     ]
     return [
-        {"params": group, "lr": rate, "weight_decay": weight_decay}
-        for rate, group in groups
+        {"params": group, "lr": rate, "weight_decay": weight_decay, "name": name}
+        for name, rate, group in groups
         if group
     ]
+
+
+def learning_rates(optimizer_groups: list[dict]) -> dict[str, float]:
+    """The rates to log: ``lr``, the first group's (the model's; a joint run's retriever's),
+    and ``lr/<name>`` for each group after it, so a run with ``cross_lr`` or ``head_lr`` shows
+    every schedule it follows."""
+    rates = {"lr": optimizer_groups[0]["lr"]}
+    for number, group in enumerate(optimizer_groups[1:], start=1):
+        rates[f"lr/{group.get('name', number)}"] = group["lr"]
+    return rates
 
 
 def _ids_or_refuse(rate, ids_of, module: nn.Module, key: str, what: str) -> set[int]:

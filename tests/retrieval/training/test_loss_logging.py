@@ -32,6 +32,7 @@ class ListEngine:
     def __init__(self, lists):
         self.lists, self.device = lists, torch.device("cpu")
         self.module = SimpleNamespace(loss=JointListwiseLoss())
+        self.optimizer = SimpleNamespace(param_groups=[{"lr": 1e-3}])
 
     def __call__(self, step: dict) -> torch.Tensor:
         return self.module.loss(*self.lists[int(step["i"])])
@@ -44,9 +45,6 @@ class ListEngine:
 
     def step(self) -> None:
         pass
-
-    def get_lr(self) -> list[float]:
-        return [1e-3]
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:

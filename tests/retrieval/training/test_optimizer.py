@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import partial
 
 import pytest
@@ -11,7 +12,7 @@ import yaml
 from retrieval.losses import ListwiseCELoss
 from retrieval.models import CrossEncoder, DualEncoder
 from retrieval.training.modules import CrossTrainingModule, DualTrainingModule, JointTrainingModule
-from retrieval.training.optimizer import param_groups
+from retrieval.training.optimizer import learning_rates, param_groups
 from tests.helpers_dist import run_on_ranks
 from tests.retrieval.training.grad_cache_cases import cross_encoder, dual_encoder
 from tests.retrieval.training.test_grad_cache import _train, needs_gloo
@@ -113,7 +114,7 @@ def test_a_joint_run_trains_the_reranker_at_cross_lr(tmp_path, scifact_tables, t
         "output_dir": str(tmp_path / "out"),
         "data": {"tables": str(scifact_tables), "max_examples": 8},
         "batch_size": 4, "group_size": 2, "max_steps": 1, "random_negatives": True,
-        "lr": 1e-7, "cross_lr": 1e-2, "warmup_ratio": 0.0, "weight_decay": 0.0,
+        "lr": 1e-7, "cross_lr": 1e-2, "warmup_ratio": 0.0, "weight_decay": 0.0, "log_every": 1,
         "cross_max_len": 64, "model_settings": {"query_max_len": 24, "passage_max_len": 48},
     }  # fmt: skip
     path = tmp_path / "train.yaml"
@@ -124,6 +125,8 @@ def test_a_joint_run_trains_the_reranker_at_cross_lr(tmp_path, scifact_tables, t
         1e-2, rel=0.05
     )
     assert _largest_step(dual_encoder, tiny_bert_dir, out / "model") < 2e-7
+    (record,) = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert {"lr", "lr/reranker"} <= record.keys()  # both schedules, at 0 after the last step
 
 
 def _largest_step(load, start_dir, trained_dir) -> float:
@@ -132,3 +135,17 @@ def _largest_step(load, start_dir, trained_dir) -> float:
     start = load(start_dir, torch.float32).state_dict()
     trained = load(trained_dir, torch.float32).state_dict()
     return max(float((trained[k] - start[k]).abs().max()) for k in start if "classifier" not in k)
+
+
+def test_every_group_s_rate_is_logged_under_its_name(tiny_bert_dir):
+    """Each group's current rate (as a schedule leaves it) under the name of its group."""
+    optimizer = torch.optim.AdamW(
+        param_groups(_joint(tiny_bert_dir), 2e-5, 0.0, head_lr=1e-3, cross_lr=2e-4)
+    )
+    for group in optimizer.param_groups:  # a schedule at half its peak
+        group["lr"] /= 2
+    assert learning_rates(optimizer.param_groups) == pytest.approx(
+        {"lr": 1e-5, "lr/reranker": 1e-4, "lr/head": 5e-4}
+    )
+    (one,) = param_groups(_joint(tiny_bert_dir), 2e-5, 0.0, head_lr=None)
+    assert learning_rates([one]) == {"lr": 2e-5}
