@@ -114,7 +114,13 @@ def checkpoint_activations(models: dict) -> None:
             [model.model] if hasattr(model, "model") else [model.query_model, model.passage_model]
         )
     for tower in {id(t): t for t in towers}.values():
-        tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(tower, "activation_checkpointing_enable", None)
+        if enable is not None:  # transformers >= 5.25; the old name goes in v6
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            tower.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
 
 
 def build(config: TrainConfig, store: PassageStore, examples: ResolvedExamples):
