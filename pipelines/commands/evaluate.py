@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 from pipelines.commands.inputs import (
@@ -19,7 +20,8 @@ from pipelines.commands.inputs import (
 )
 from retrieval.errors import ConfigError, MissingInputError
 from retrieval.evaluator import DEFAULT_METRICS, evaluate_retriever
-from retrieval.metrics import evaluate, parse_metric, read_trec_run, write_trec_run
+from retrieval.metrics import evaluate, parse_metric, per_query, read_trec_run, write_trec_run
+from retrieval.metrics.significance import compare_per_query
 from retrieval.tables.errors import DataError
 from retrieval.tables.labels import read_qrels
 from retrieval.tables.readers.beir import read_beir_qrels
@@ -51,6 +53,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--factory", default="Flat", help="faiss index_factory string")
     parser.add_argument("--output", type=Path, help="write metrics JSON here")
     parser.add_argument("--run-file", type=Path, help="write the run as a TREC run file here")
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="RUN",
+        help="with --run: compare these TREC run files with it, query by query (paired "
+        "randomization test and 95%% bootstrap interval of the difference): is a gain noise?",
+    )
     add_precision_arg(parser)
     parser.set_defaults(run=run)
 
@@ -67,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = tuple(dict.fromkeys([*DEFAULT_METRICS, *args.metrics]))
     for name in metrics:  # a misspelt metric fails now, not after encoding the corpus
         parse_metric(name)
+    if args.compare and not args.trec_run:
+        raise ConfigError("--compare compares run files with the --run file: give --run too")
     if args.trec_run:
         return score_run_file(args, metrics)
     with tempfile.TemporaryDirectory(prefix="rqa-tables-") as tmp:
@@ -122,11 +135,46 @@ def score_run_file(args: argparse.Namespace, metrics: tuple[str, ...]) -> int:
         )
     result = evaluate(qrels, retrieved, metrics)
     print(format_table(f"{args.trec_run} against {source}", result))
+    comparisons = compare_runs(qrels, retrieved, args.compare, metrics)
+    if comparisons:
+        print(format_comparisons(args.trec_run, comparisons))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         payload = {**result, "run": str(args.trec_run), "qrels": source, "queries": len(judged)}
+        if comparisons:
+            payload["compared"] = {str(path): [asdict(row) for row in rows]
+                                   for path, rows in comparisons.items()}  # fmt: skip
         write_json_atomic(args.output, payload)
     return 0
+
+
+def compare_runs(qrels, baseline, others: list[Path], metrics) -> dict[Path, list]:
+    """Each of ``others`` against ``baseline`` on every metric, over the same judged queries."""
+    for path in others:  # a missing file fails before any resampling
+        if not path.is_file():
+            raise MissingInputError(f"--compare {path}: file not found")
+    base = per_query(qrels, baseline, metrics)
+    return {
+        path: [compare_per_query(base, per_query(qrels, read_trec_run(path), metrics), name)
+               for name in metrics]
+        for path in others
+    }  # fmt: skip
+
+
+def format_comparisons(baseline: Path, comparisons: dict[Path, list]) -> str:
+    """One Markdown table per compared run: each metric's means, difference, interval, p."""
+    head = "| metric | baseline | run | difference | 95% CI | p | better / worse |"
+    blocks = []
+    for path, rows in comparisons.items():
+        lines = [f"{path} against {baseline} ({rows[0].queries} queries)", head,
+                 "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            f"| {r.metric} | {r.mean_a:.4f} | {r.mean_b:.4f} | {r.difference:+.4f} | "
+            f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}] | {r.p_value:.3f} | {r.better} / {r.worse} |"
+            for r in rows
+        ]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def run_qrels(args: argparse.Namespace) -> tuple[dict[str, dict[str, int]], str]:

@@ -14,6 +14,7 @@ import pytest
 import pytrec_eval
 
 from pipelines.cli import main
+from retrieval.metrics.significance import compare_per_query
 
 # our name -> pytrec_eval's; every run here has fewer than 10 docs a query, so recip_rank is MRR@10
 PYTREC = {
@@ -158,4 +159,58 @@ def test_errors_are_one_line(files, tmp_path, capsys, case, message):
     assert message in err and err.count("error:") == 1
     if case != "with a model":
         assert len(err.splitlines()) == 1, err
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_compare_tests_each_run_against_the_first(files, tmp_path, capsys):
+    """`--compare`: every metric's means, paired difference, interval and p-value, from per-query
+    values that pytrec_eval gives independently; a run compared with itself differs by nothing."""
+    rng = random.Random(11)
+    other = {q: {d: s + rng.uniform(-2, 2) for d, s in scores.items()}
+             for q, scores in files["run_dict"].items()}  # fmt: skip
+    lines = [f"{q} Q0 {d} 0 {s} other" for q, scores in other.items() for d, s in scores.items()]
+    (tmp_path / "other.trec").write_text("\n".join(lines) + "\n")
+    output = tmp_path / "m.json"
+
+    code = rqa("evaluate", "--run", files["run"], "--qrels", files["qrels"], "--compare",
+               tmp_path / "other.trec", files["run"], "--output", output)  # fmt: skip
+
+    assert code == 0
+    compared = json.loads(output.read_text())["compared"]
+    judged = [q for q, rels in files["qrels_dict"].items() if any(r > 0 for r in rels.values())]
+    evaluator = pytrec_eval.RelevanceEvaluator(files["qrels_dict"], {"ndcg_cut.10"})
+
+    def ndcg(run):
+        found = evaluator.evaluate(run)
+        return {q: {"ndcg@10": found.get(q, {}).get("ndcg_cut_10", 0.0)} for q in judged}
+
+    reference = compare_per_query(ndcg(files["run_dict"]), ndcg(other), "ndcg@10")
+    row = next(r for r in compared[str(tmp_path / "other.trec")] if r["metric"] == "ndcg@10")
+    for key in ("mean_a", "mean_b", "difference", "ci_low", "ci_high", "p_value"):
+        assert row[key] == pytest.approx(getattr(reference, key), abs=1e-12), key
+    assert (row["better"], row["worse"], row["queries"]) == (
+        reference.better, reference.worse, len(judged))  # fmt: skip
+    assert reference.better + reference.worse > 0  # the shuffled run does differ
+    same = compared[str(files["run"])]
+    assert all(r["difference"] == 0 and r["p_value"] == 1 for r in same)
+    printed = capsys.readouterr().out
+    assert f"{tmp_path / 'other.trec'} against {files['run']} ({len(judged)} queries)" in printed
+    assert f"| ndcg@10 | {reference.mean_a:.4f} | {reference.mean_b:.4f} |" in printed
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--compare", "nothing.trec"], "--compare nothing.trec: file not found"),
+     (["--model", "m", "--compare", "x.trec"], "give --run too")],
+)  # fmt: skip
+def test_compare_errors_are_one_line(files, tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    base = ["evaluate", "--qrels", files["qrels"], "--output", tmp_path / "m.json"]
+    base += [] if "--model" in args else ["--run", files["run"]]
+
+    code = rqa(*base, *args)
+
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "m.json").exists()
