@@ -175,11 +175,17 @@ def plot_recall(records: Sequence[Record], path: str | os.PathLike) -> Path | No
 
 
 def _markdown(
-    name: str, table: str, plot: Path | None, config: Mapping | None, losses: Sequence[Path]
+    name: str,
+    table: str,
+    plot: Path | None,
+    config: Mapping | None,
+    losses: Sequence[Path],
+    sections: Sequence[str] = (),
 ) -> str:
     parts = [f"# Run report: {name}", table]
     if plot is not None:
         parts.append(f"![Recall@k per stage]({plot.name})")
+    parts += sections
     if losses:
         images = "\n".join(f"![{p.stem}]({p.name})" for p in losses)
         parts.append(f"## Training loss\n\n{images}")
@@ -194,8 +200,10 @@ def write_report(
     records: Sequence[Record],
     config_summary: dict | None = None,
     loss_plots: Sequence[Path] = (),
+    sections: Sequence[str] = (),
 ) -> Path:
     """Write the plot, ``report.json`` and, last, ``report.md`` into ``run_dir``; return the last.
+    ``sections``: Markdown sections placed after the table and plot (each with its heading).
 
     A stale plot from an earlier report is removed when no stage has Recall@k values now.
     """
@@ -207,7 +215,9 @@ def write_report(
     payload = {"run": run_dir.name, "records": list(records), "config": config_summary}
     text = json.dumps(payload, indent=2, default=str) + "\n"
     replace_atomically(run_dir / "report.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    markdown = _markdown(run_dir.name, format_table(records), plot, config_summary, loss_plots)
+    markdown = _markdown(
+        run_dir.name, format_table(records), plot, config_summary, loss_plots, sections
+    )
     return replace_atomically(
         run_dir / "report.md", lambda tmp: tmp.write_text(markdown, encoding="utf-8")
     )

@@ -15,6 +15,7 @@ from pipelines.inference.resources import check_cluster
 from pipelines.loss_curves import plot_loss_curves
 from pipelines.ray_env import ensure_ray
 from pipelines.report import format_table, write_report
+from pipelines.report_significance import significance_section
 from pipelines.run_lock import RunLock
 from pipelines.runner import check_models, plan_run, read_stage_manifest, run_pipeline
 from pipelines.shared_storage import check_shared_run_dir
@@ -78,8 +79,12 @@ def build_report(run_dir: Path, records: list[dict], summary: dict, split: str) 
     rows = report_records(records, eval_metrics)
     losses = plot_loss_curves(run_dir, [r["stage"] for r in records])
     fill_model_cards(run_dir, eval_metrics, split)
-    path = write_report(run_dir, rows, summary, losses)
+    significance = significance_section(run_dir, eval_metrics, split)
+    sections = [significance] if significance else []
+    path = write_report(run_dir, rows, summary, losses, sections)
     print(format_table(rows))
+    if significance:
+        print(significance)
     print(f"report: {path}")
     return path
 

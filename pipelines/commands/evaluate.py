@@ -168,11 +168,7 @@ def format_comparisons(baseline: Path, comparisons: dict[Path, list]) -> str:
     for path, rows in comparisons.items():
         lines = [f"{path} against {baseline} ({rows[0].queries} queries)", head,
                  "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-        lines += [
-            f"| {r.metric} | {r.mean_a:.4f} | {r.mean_b:.4f} | {r.difference:+.4f} | "
-            f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}] | {r.p_value:.3f} | {r.better} / {r.worse} |"
-            for r in rows
-        ]
+        lines += [f"| {r.metric} | {r.cells()} |" for r in rows]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 

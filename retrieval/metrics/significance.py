@@ -33,6 +33,14 @@ class PairedComparison:
     worse: int
     confidence: float
 
+    def cells(self) -> str:
+        """The figures as Markdown table cells, from the means to better / worse."""
+        return (
+            f"{self.mean_a:.4f} | {self.mean_b:.4f} | {self.difference:+.4f} | "
+            f"[{self.ci_low:+.4f}, {self.ci_high:+.4f}] | {self.p_value:.3f} | "
+            f"{self.better} / {self.worse}"
+        )
+
 
 def randomization_p_value(
     differences: np.ndarray, resamples: int = RESAMPLES, seed: int = 0

@@ -101,6 +101,12 @@ def test_every_stage_runs_and_the_report_is_written(finished_run):
     check_rerank_fusion(run_dir, metrics["train_joint"]["rerank_rrf_ndcg@10"], depth=5)
     report = (run_dir / "report.md").read_text()
     assert "train_dual_1" in report and (run_dir / "recall_at_k.png").is_file()
+    # the re-ranking section reads evaluate's run files back: its means are evaluate's figures
+    final = metrics["train_joint"]
+    assert (
+        f"| re-ranked | {final['ndcg@10']:.4f} | {final['rerank_ndcg@10']:.4f} | "
+        f"{final['rerank_ndcg@10'] - final['ndcg@10']:+.4f} | ["
+    ) in report
     assert "| stage" in out  # the CLI prints the table too
     assert not list(run_dir.glob(".*tmp*"))
     corpus_rows = read_manifest(run_dir / "prepare" / "corpus")["rows"]
