@@ -21,7 +21,8 @@ from pipelines.commands.inputs import (
 from retrieval.errors import ConfigError, MissingInputError
 from retrieval.evaluator import DEFAULT_METRICS, evaluate_retriever
 from retrieval.metrics import evaluate, parse_metric, per_query, read_trec_run, write_trec_run
-from retrieval.metrics.significance import compare_per_query
+from retrieval.metrics.evaluate import Qrels, Run
+from retrieval.metrics.significance import PairedComparison, compare_per_query
 from retrieval.tables.errors import DataError
 from retrieval.tables.labels import read_qrels
 from retrieval.tables.readers.beir import read_beir_qrels
@@ -148,7 +149,9 @@ def score_run_file(args: argparse.Namespace, metrics: tuple[str, ...]) -> int:
     return 0
 
 
-def compare_runs(qrels, baseline, others: list[Path], metrics) -> dict[Path, list]:
+def compare_runs(
+    qrels: Qrels, baseline: Run, others: list[Path], metrics: list[str]
+) -> dict[Path, list[PairedComparison]]:
     """Each of ``others`` against ``baseline`` on every metric, over the same judged queries."""
     for path in others:  # a missing file fails before any resampling
         if not path.is_file():
@@ -161,7 +164,7 @@ def compare_runs(qrels, baseline, others: list[Path], metrics) -> dict[Path, lis
     }  # fmt: skip
 
 
-def format_comparisons(baseline: Path, comparisons: dict[Path, list]) -> str:
+def format_comparisons(baseline: Path, comparisons: dict[Path, list[PairedComparison]]) -> str:
     """One Markdown table per compared run: each metric's means, difference, interval, p."""
     head = "| metric | baseline | run | difference | 95% CI | p | better / worse |"
     blocks = []
