@@ -1,5 +1,10 @@
 """The whole pipeline on a tiny slice with a tiny model, as `rqa run` runs it: every stage,
-caching, --only/--force, and a kill -9 in the middle of a training stage followed by a resume."""
+caching, --only/--force, and a kill -9 in the middle of a training stage followed by a resume.
+
+The run here mines in the driver (``actors: 0``): each Ray Data actor start costs ~6 s on 2
+cores, three of them a third of this run, too much for the default tier. The same tiny
+pipeline mines on a Ray Data actor in tests/pipelines/test_kill_stress.py (slow), and the
+inference steps' Ray path is tests/pipelines/test_inference.py."""
 
 import json
 import os
@@ -32,7 +37,9 @@ TRAIN = {
 }
 
 
-def tiny_config(tmp_path: Path, name: str, model: Path, scifact: Path) -> Path:
+def tiny_config(
+    tmp_path: Path, name: str, model: Path, scifact: Path, mine_actors: int = 1
+) -> Path:
     config = {
         "name": name,
         "run_dir": str(tmp_path / name),
@@ -46,7 +53,8 @@ def tiny_config(tmp_path: Path, name: str, model: Path, scifact: Path) -> Path:
         "precision": "bf16",
         "stages": {
             "train_dual_0": {"bm25_negatives": 5, "train": {**TRAIN, "hard_negatives": 1}},
-            "mine": {"depth": 10, "negatives": 4, "actors": 1, "title_queries": 6},  # on Ray Data
+            # mine_actors 1: on a Ray Data actor; 0: in the driver
+            "mine": {"depth": 10, "negatives": 4, "actors": mine_actors, "title_queries": 6},
             "train_cross": {"train": {**TRAIN, "loss": "pointwise_bce", "group_size": 3,
                                       "cross_max_len": 64}},
             # a random re-ranker is unsure of everything: loose thresholds keep lists non-empty
@@ -81,7 +89,7 @@ def finished_run(tmp_path_factory, tiny_bert_dir, scifact_dir):
     """`rqa run` of the tiny config, its corpus encodings and evaluate's searches logged by
     tests/helpers_corpus_spy.py (which only watches) to SPY_LOG beside the run folder."""
     tmp = tmp_path_factory.mktemp("pipeline")
-    config = tiny_config(tmp, "whole", tiny_bert_dir, scifact_dir)
+    config = tiny_config(tmp, "whole", tiny_bert_dir, scifact_dir, mine_actors=0)
     spied = [sys.executable, "-m", "tests.helpers_corpus_spy", str(tmp / SPY_LOG)]
     proc = spawn([*spied, "run", str(config)])
     out = finish(proc)
@@ -330,7 +338,7 @@ def test_bad_config_is_one_line_before_any_work(tmp_path, tiny_bert_dir, scifact
 def test_killed_run_resumes_with_the_same_results(finished_run, tmp_path, tiny_bert_dir,
                                                  scifact_dir):  # fmt: skip
     _, whole_dir, _ = finished_run
-    config = tiny_config(tmp_path, "crashed", tiny_bert_dir, scifact_dir)
+    config = tiny_config(tmp_path, "crashed", tiny_bert_dir, scifact_dir, mine_actors=0)
     run_dir = tmp_path / "crashed"
     proc = rqa("run", str(config))
     deadline = time.time() + 600

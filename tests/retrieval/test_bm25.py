@@ -367,3 +367,33 @@ def test_importing_rqas_bm25_keeps_jax_off_the_gpu():
         for setup in ("pass", chosen)
     ]
     assert outputs == ["cpu", "cuda"]
+
+
+KERNEL_STATS = """
+import importlib, sys
+from numba.core.dispatcher import Dispatcher
+from retrieval.bm25 import BM25Retriever
+from retrieval.bm25_kernel_cache import KERNEL_MODULES
+BM25Retriever.build(sys.argv[1], show_progress=False).search(["bird songs", "cats"], 2)
+kernels = [k for m in KERNEL_MODULES for k in vars(importlib.import_module(m)).values()
+           if isinstance(k, Dispatcher)]
+print(sum(sum(k.stats.cache_hits.values()) for k in kernels),
+      sum(sum(k.stats.cache_misses.values()) for k in kernels))
+"""
+
+
+def test_a_later_process_loads_bm25s_kernels_from_numbas_cache(tiny, tiny_tables):
+    """bm25s asks numba for no cache, so each process compiled its kernels again (~8 s on 2
+    cores: every BM25 mining task, every evaluate); retrieval/bm25_kernel_cache.py turns the
+    cache on. This process's search writes the cache (or reads it), a new process compiles
+    nothing: every kernel it runs is a cache hit (without the cache: no hits)."""
+    import subprocess
+    import sys
+
+    tiny.search(["bird songs", "cats"], 2)
+    out = subprocess.run(
+        [sys.executable, "-c", KERNEL_STATS, str(tiny_tables / "corpus")],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    hits, misses = int(out[-2]), int(out[-1])
+    assert hits > 0 and misses == 0, (hits, misses)
