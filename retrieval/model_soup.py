@@ -7,7 +7,8 @@ each of them (Wortsman et al. 2022, "Model soups: averaging weights of multiple 
 models improves accuracy without increasing inference time", arXiv:2203.05482; FlagEmbedding's
 LM-Cocktail merges embedding models the same way). The result costs what one model costs at
 inference. Averaging models that do not share a starting checkpoint gives noise, and nothing
-here can tell: that is the caller's to know.
+here can tell: that is the caller's to know. Dual encoders and cross-encoders (the re-ranker's
+classifier head included) average alike; one of each does not.
 
 Holds the averaging only; loading folders and the CLI live in pipelines/commands/average.py.
 """
@@ -19,7 +20,9 @@ from dataclasses import asdict
 
 import torch
 
-from retrieval.models import DualEncoder
+from retrieval.models import CrossEncoder, DualEncoder
+
+Model = DualEncoder | CrossEncoder
 
 
 def soup_weights(count: int, weights: Sequence[float] | None = None) -> list[float]:
@@ -68,7 +71,7 @@ def _scaled(value: torch.Tensor, weight: float) -> torch.Tensor:
     return value.detach().to(torch.float64) * weight
 
 
-def average_models(models: Iterable[DualEncoder], weights: Sequence[float]) -> DualEncoder:
+def average_models(models: Iterable[Model], weights: Sequence[float]) -> Model:
     """The first model with every float weight replaced by ``sum_i weights[i] * w_i``.
 
     ``models`` is consumed one at a time, so only the first model and a float64 running sum are
@@ -94,13 +97,18 @@ def average_models(models: Iterable[DualEncoder], weights: Sequence[float]) -> D
     return base
 
 
-def _tensors(model: DualEncoder) -> dict[str, torch.Tensor]:
+def _tensors(model: Model) -> dict[str, torch.Tensor]:
     """Parameters and buffers by name, each once: a shared query/passage tower appears in a
     state dict under both names, and would be summed twice."""
     return {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
 
-def _check_same_settings(base: DualEncoder, model: DualEncoder, index: int) -> None:
+def _check_same_settings(base: Model, model: Model, index: int) -> None:
+    if type(model) is not type(base):
+        raise ValueError(
+            f"model {index} is a {type(model).__name__}, model 0 a {type(base).__name__}: "
+            "only models of one kind can be averaged"
+        )
     ours, theirs = asdict(base.settings), asdict(model.settings)
     for key, value in ours.items():
         if theirs[key] != value:

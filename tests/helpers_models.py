@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from retrieval.models import DualEncoder
+from retrieval.models import CrossEncoder, DualEncoder
 
 
 def perturbed_copy(folder, out, seed: int, **overrides) -> DualEncoder:
@@ -15,5 +15,17 @@ def perturbed_copy(folder, out, seed: int, **overrides) -> DualEncoder:
     with torch.no_grad():
         for param in model.parameters():
             param.add_(torch.randn(param.shape, generator=generator) * 0.05)
+    model.save(out)
+    return model
+
+
+def perturbed_cross_encoder(folder, out, seed: int) -> CrossEncoder:
+    """A cross-encoder started from ``folder`` (its new head drawn with ``seed``), Gaussian noise
+    (sd 0.05) on every weight, saved to ``out``: a stand-in for one fine-tuned re-ranker."""
+    torch.manual_seed(seed)
+    model = CrossEncoder.from_pretrained(folder)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape) * 0.05)
     model.save(out)
     return model

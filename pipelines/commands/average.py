@@ -1,7 +1,8 @@
-"""`rqa average`: average the weights of several fine-tuned dual encoders into one model (a
-uniform or weighted "model soup", retrieval/model_soup.py), e.g. the same config trained with
-several seeds. The result is saved like any RQA model, so `rqa evaluate/evaluate-sts`, the
-pipeline and `SentenceTransformer(path)` load it.
+"""`rqa average`: average the weights of several fine-tuned dual encoders, or of several
+cross-encoders, into one model (a uniform or weighted "model soup", retrieval/model_soup.py),
+e.g. the same config trained with several seeds, or a run's train_cross and train_joint
+re-rankers. The result is saved like the models it averages, so `rqa evaluate/evaluate-sts`,
+the pipeline and `SentenceTransformer(path)` (`CrossEncoder(path)` for re-rankers) load it.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import json
 import logging
 from pathlib import Path
 
-from pipelines.commands.inputs import load_model
+from pipelines.commands.inputs import is_cross_encoder, load_model
 from retrieval.errors import ConfigError
 from retrieval.model_soup import average_models, soup_weights
+from retrieval.models import CrossEncoder
 from retrieval.tables.store import atomic_dir
 
 logger = logging.getLogger(__name__)
@@ -25,7 +27,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "average", help="average the weights of models fine-tuned from one checkpoint"
     )
     parser.add_argument(
-        "--models", nargs="+", required=True, help="model folders (or HF ids), 2 or more"
+        "--models",
+        nargs="+",
+        required=True,
+        help="model folders (or HF ids), 2 or more: all dual encoders or all cross-encoders",
     )
     parser.add_argument(
         "--weights", nargs="+", type=float, help="one weight per model (default: equal)"
@@ -36,6 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _load(name: str, index: int, count: int):
     logger.info("adding model %d of %d: %s", index + 1, count, name)
+    if is_cross_encoder(name):  # a re-ranker keeps its classifier head
+        return CrossEncoder.from_pretrained(name)
     return load_model(name)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from retrieval.errors import ConfigError, MissingInputError
 from retrieval.models import DualEncoder
+from retrieval.models.cross_encoder import SETTINGS_FILE as CROSS_ENCODER_FILE
 from retrieval.precision import PRECISIONS
 from retrieval.tables.readers import prepare_beir, prepare_msmarco, prepare_nq
 
@@ -18,7 +19,14 @@ def load_model(name: str, **overrides) -> DualEncoder:
 
     transformers reports a missing folder as an OSError about the form of repo ids, which the
     CLI would show as a traceback; it becomes a one-line FileNotFoundError naming the argument.
+    A saved cross-encoder would load as a dual encoder without its classifier, and encode
+    vectors nobody trained: it is refused.
     """
+    if is_cross_encoder(name):
+        raise ConfigError(
+            f"--model {name}: a cross-encoder ({CROSS_ENCODER_FILE}); this command takes a dual "
+            "encoder"
+        )
     try:
         return DualEncoder.from_pretrained(name, **overrides)
     except OSError as err:
@@ -28,6 +36,11 @@ def load_model(name: str, **overrides) -> DualEncoder:
         else:
             problem = "no such model folder, nor a Hugging Face model id that can be loaded"
         raise MissingInputError(f"--model {name}: {problem}") from None
+
+
+def is_cross_encoder(name: str | Path) -> bool:
+    """Whether ``name`` is a folder RQA saved a cross-encoder into."""
+    return (Path(name) / CROSS_ENCODER_FILE).is_file()
 
 
 def add_precision_arg(parser: argparse.ArgumentParser) -> None:
