@@ -20,31 +20,27 @@ logger = logging.getLogger(__name__)
 KERNEL_MODULES = ("bm25s.numba.selection", "bm25s.numba.retrieve_utils", "bm25s.scoring")
 
 
-def cache_bm25s_kernels() -> int:
-    """Turn numba's cache on for each kernel of KERNEL_MODULES; return how many. Zero when
-    numba is not installed (bm25s then runs on numpy) or NUMBA_DISABLE_JIT is set."""
+def cache_bm25s_kernels() -> None:
+    """Turn numba's cache on for each kernel of KERNEL_MODULES; nothing to do when numba is not
+    installed (bm25s then runs on numpy) or NUMBA_DISABLE_JIT is set."""
     if os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0"):
-        return 0
+        return
     try:
         from numba.core.dispatcher import Dispatcher
     except ImportError:
-        return 0
-    cached = 0
+        return
     for name in KERNEL_MODULES:
         try:
             module = importlib.import_module(name)
         except ImportError:  # another bm25s layout: its kernels compile uncached
             continue
         for kernel in vars(module).values():
-            if isinstance(kernel, Dispatcher) and _enable(kernel):
-                cached += 1
-    return cached
+            if isinstance(kernel, Dispatcher):
+                _enable(kernel)
 
 
-def _enable(kernel) -> bool:
+def _enable(kernel) -> None:
     try:
         kernel.enable_caching()
     except RuntimeError as err:  # numba found no writable cache folder
         logger.debug("bm25s kernel %s compiles uncached: %s", kernel.py_func.__name__, err)
-        return False
-    return True
